@@ -1,0 +1,36 @@
+"""Attention modules, looked up by name: one file per module, one registry line each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from .base import AttentionModule
+from .ema import EMA
+from .simam import SimAM
+
+# name -> factory(channels, **kwargs). A new module is one file plus one line here.
+ATTENTION_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "simam": SimAM,
+    "ema": EMA,
+}
+
+
+def register_attention(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Make a module available to ``create_model`` placements under ``name``."""
+    ATTENTION_REGISTRY[name] = factory
+
+
+def build_attention(name: str, channels: int, **kwargs) -> nn.Module:
+    """Instantiate attention module ``name`` for a feature map with ``channels`` channels."""
+    try:
+        factory = ATTENTION_REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown attention module {name!r}; known: {sorted(ATTENTION_REGISTRY)}"
+        ) from None
+    return factory(channels, **kwargs)
+
+
+__all__ = ["ATTENTION_REGISTRY", "AttentionModule", "EMA", "SimAM", "build_attention", "register_attention"]

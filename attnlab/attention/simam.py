@@ -1,0 +1,53 @@
+"""SimAM: a simple, parameter-free attention module (Yang et al., ICML 2021).
+
+Each neuron's weight comes from the closed-form minimal energy of a linear separation of
+that neuron from the other neurons of its channel:
+
+    n = H*W - 1,   d = (x - mean_hw(x))^2,   v = sum_hw(d) / n
+    out = x * sigmoid(d / (4 * (v + lambda)) + 0.5)
+
+This is the official computation. Statistics are taken in float32 when the input is half
+precision (fp16/bf16), so a squared deviation never overflows to inf and the gate never
+turns NaN; the gate is cast back to the input dtype for the multiply.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import AttentionModule
+
+
+def simam_gate(x: torch.Tensor, e_lambda: float) -> torch.Tensor:
+    """The sigmoid gate SimAM multiplies ``x`` with (same shape and dtype as ``x``)."""
+    h, w = x.shape[-2:]
+    n = h * w - 1
+    if n < 1:
+        raise ValueError(
+            f"SimAM needs a feature map with at least 2 spatial positions, got {h}x{w} "
+            f"(input shape {tuple(x.shape)}): its variance divides by H*W-1, so a 1x1 map "
+            "would give NaN. Remove SimAM from this stage, or use a larger input size."
+        )
+    xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    d = (xs - xs.mean(dim=(-2, -1), keepdim=True)).pow(2)
+    v = d.sum(dim=(-2, -1), keepdim=True) / n
+    gate = torch.sigmoid(d / (4 * (v + e_lambda)) + 0.5)
+    return gate.to(x.dtype)
+
+
+class SimAM(AttentionModule):
+    """Parameter-free 3-D attention; ``e_lambda`` is the energy regulariser (official 1e-4)."""
+
+    kind = "simam"
+
+    def __init__(self, channels: int | None = None, e_lambda: float = 1e-4) -> None:
+        super().__init__()
+        if not e_lambda > 0:
+            raise ValueError(f"SimAM e_lambda must be > 0 (it keeps v + lambda away from 0), got {e_lambda}")
+        self.e_lambda = float(e_lambda)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * simam_gate(x, self.e_lambda)
+
+    def extra_repr(self) -> str:
+        return f"e_lambda={self.e_lambda:g}"

@@ -1,0 +1,1 @@
+"""Subcommands of the `attnlab` command line, one module each."""

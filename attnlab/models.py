@@ -1,0 +1,266 @@
+"""The study's models: a torchvision ResNet with attention modules at named sites.
+
+``create_model("hybrid")`` is ResNet-50 with SimAM after conv2 (before bn2) and EMA after
+bn3 (before the residual add) in each of its 16 bottlenecks, a fresh 200-class head, and
+randomly initialised attention modules. Placements (which module, at which site, in which
+stages and blocks) are data, so alternative insertion positions are a config change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.resnet import ResNet
+
+from .attention import ATTENTION_REGISTRY, AttentionModule, build_attention
+from .blocks import AttentiveBasicBlock, AttentiveBottleneck
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Attention module ``kind`` at ``site`` of the selected blocks.
+
+    ``stages`` are 1-based (layer1..layer4); ``blocks`` are 0-based indices within each
+    selected stage, ``None`` meaning every block. Several placements at one site are
+    applied in the order given (so SimAM then EMA back to back is two placements).
+    """
+
+    kind: str
+    site: str
+    stages: tuple[int, ...] = (1, 2, 3, 4)
+    blocks: tuple[int, ...] | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_any(cls, spec: Placement | Mapping[str, Any]) -> Placement:
+        if isinstance(spec, Placement):
+            return spec
+        unknown = set(spec) - {"kind", "site", "stages", "blocks", "kwargs"}
+        if unknown or "kind" not in spec or "site" not in spec:
+            raise ValueError(
+                f"a placement needs keys kind and site (optional: stages, blocks, kwargs); got {dict(spec)}"
+            )
+        blocks = spec.get("blocks")
+        return cls(
+            kind=spec["kind"],
+            site=spec["site"],
+            stages=tuple(spec.get("stages", (1, 2, 3, 4))),
+            blocks=None if blocks is None else tuple(blocks),
+            kwargs=dict(spec.get("kwargs") or {}),
+        )
+
+
+# The study's official sites (DESIGN.md): SimAM after conv2 (before bn2), EMA after bn3.
+OFFICIAL_SITES: dict[str, str] = {"simam": "post_conv2", "ema": "pre_add"}
+
+# variant name -> attention kinds, in the order they act within a block.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "simam": ("simam",),
+    "ema": ("ema",),
+    "hybrid": ("simam", "ema"),
+}
+
+DEFAULT_ATTENTION_KWARGS: dict[str, dict[str, Any]] = {
+    "simam": {"e_lambda": 1e-4},
+    "ema": {"factor": 32},
+}
+
+# backbone name -> (block, blocks per stage, extra ResNet kwargs); names follow torchvision.
+BACKBONES: dict[str, tuple[type[nn.Module], list[int], dict[str, int]]] = {
+    "resnet18": (AttentiveBasicBlock, [2, 2, 2, 2], {}),
+    "resnet34": (AttentiveBasicBlock, [3, 4, 6, 3], {}),
+    "resnet50": (AttentiveBottleneck, [3, 4, 6, 3], {}),
+    "resnet101": (AttentiveBottleneck, [3, 4, 23, 3], {}),
+    "resnet152": (AttentiveBottleneck, [3, 8, 36, 3], {}),
+    "resnext50_32x4d": (AttentiveBottleneck, [3, 4, 6, 3], {"groups": 32, "width_per_group": 4}),
+}
+
+
+class AttnResNet(ResNet):
+    """torchvision's ResNet (same state_dict keys) that records how it was built."""
+
+    head_name = "fc"
+
+    def __init__(self, backbone: str, variant: str, placements: Sequence[Placement], **kwargs) -> None:
+        block, layers, extra = BACKBONES[backbone]
+        super().__init__(block, layers, **extra, **kwargs)
+        self.backbone_name = backbone
+        self.variant = variant
+        self.placements = tuple(placements)
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    @property
+    def attention_kinds(self) -> list[str]:
+        return list(dict.fromkeys(p.kind for p in self.placements))
+
+
+def variant_placements(
+    variant: str,
+    *,
+    sites: Mapping[str, str] | None = None,
+    stages: Iterable[int] | None = None,
+    blocks: Iterable[int] | None = None,
+) -> list[Placement]:
+    """The placements of a named variant, with optional site/stage/block overrides."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {list(VARIANTS)}")
+    sites = {**OFFICIAL_SITES, **(sites or {})}
+    stage_t = tuple(stages) if stages is not None else (1, 2, 3, 4)
+    block_t = tuple(blocks) if blocks is not None else None
+    return [Placement(kind, sites[kind], stage_t, block_t) for kind in VARIANTS[variant]]
+
+
+def create_model(
+    variant: str = "hybrid",
+    *,
+    backbone: str = "resnet50",
+    num_classes: int = 200,
+    weights: str | None = None,
+    placements: Sequence[Placement | Mapping[str, Any]] | None = None,
+    sites: Mapping[str, str] | None = None,
+    stages: Iterable[int] | None = None,
+    blocks: Iterable[int] | None = None,
+    attention_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = False,
+    verbose: bool = False,
+) -> AttnResNet:
+    """Build a study model.
+
+    Args:
+        variant: ``baseline``, ``simam``, ``ema`` or ``hybrid`` (ignored for the attention
+            layout when ``placements`` is given, but kept as the model's label).
+        backbone: a key of ``BACKBONES``.
+        weights: ``None``; a torchvision weight name (``IMAGENET1K_V1``, ``IMAGENET1K_V2``,
+            ``DEFAULT``); ``timm:<pretrained tag>``; or a local file (state_dict or
+            checkpoint dict). Backbone tensors are loaded exactly, the head is new and the
+            attention modules keep their random initialisation.
+        placements: explicit layout; otherwise the variant's kinds at their official sites,
+            moved by ``sites`` (kind -> site) and limited to ``stages`` / ``blocks``.
+        attention_kwargs: kind -> constructor kwargs (e.g. ``{"ema": {"factor": 16}}``).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; known: {list(BACKBONES)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if placements is None:
+        layout = variant_placements(variant, sites=sites, stages=stages, blocks=blocks)
+    else:
+        layout = [Placement.from_any(p) for p in placements]
+    kwargs_by_kind = {k: dict(v) for k, v in DEFAULT_ATTENTION_KWARGS.items()}
+    for kind, kw in (attention_kwargs or {}).items():
+        kwargs_by_kind.setdefault(kind, {}).update(kw)
+
+    model = AttnResNet(backbone, variant, layout, num_classes=num_classes)
+    for placement in layout:
+        _insert(model, placement, kwargs_by_kind.get(placement.kind, {}))
+    if weights is not None:
+        from .weights import load_backbone_weights
+
+        report = load_backbone_weights(model, weights, progress=progress)
+        if verbose:
+            print(report)
+    return model
+
+
+def _insert(model: AttnResNet, placement: Placement, base_kwargs: Mapping[str, Any]) -> None:
+    if placement.kind not in ATTENTION_REGISTRY:
+        raise ValueError(f"unknown attention module {placement.kind!r}; known: {sorted(ATTENTION_REGISTRY)}")
+    stages = model.stages
+    for stage in placement.stages:
+        if not 1 <= stage <= len(stages):
+            raise ValueError(f"placement {placement.kind}@{placement.site}: stage {stage} is not in 1..{len(stages)}")
+        layer = stages[stage - 1]
+        block_ids = range(len(layer)) if placement.blocks is None else placement.blocks
+        for b in block_ids:
+            if not 0 <= b < len(layer):
+                raise ValueError(
+                    f"placement {placement.kind}@{placement.site}: block {b} does not exist in "
+                    f"stage {stage} of {model.backbone_name} (it has blocks 0..{len(layer) - 1})"
+                )
+            block = layer[b]
+            if placement.site not in block.SITES:
+                raise ValueError(
+                    f"unknown site {placement.site!r} for {type(block).__name__} in "
+                    f"{model.backbone_name}; valid sites: {list(block.SITES)}"
+                )
+            channels = block.site_channels(placement.site)
+            try:
+                module = build_attention(placement.kind, channels, **{**base_kwargs, **placement.kwargs})
+            except ValueError as err:
+                raise ValueError(
+                    f"cannot place {placement.kind} at layer{stage}.{b}.{placement.site} of "
+                    f"{model.backbone_name} ({channels} channels): {err}"
+                ) from err
+            block.add_attention(placement.site, module, placement.kind)
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """All attention modules of ``model`` with their qualified names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AttentionModule)]
+
+
+def head_module(model: nn.Module) -> tuple[str, nn.Module]:
+    name = getattr(model, "head_name", "fc")
+    return name, model.get_submodule(name)
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """The model's parameters as named groups: ``backbone``, one per attention kind, ``head``.
+
+    Every parameter lands in exactly one group. Attention kinds without parameters (SimAM)
+    still get their (empty) group, so code that sets per-group learning rates or freezing
+    can name them.
+    """
+    kinds = list(getattr(model, "attention_kinds", []))
+    owner: dict[int, str] = {}
+    for _, module in attention_modules(model):
+        kind = getattr(module, "kind", "attention")
+        if kind not in kinds:
+            kinds.append(kind)
+        for p in module.parameters():
+            owner[id(p)] = kind
+    _, head = head_module(model)
+    for p in head.parameters():
+        owner[id(p)] = "head"
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {"backbone": []}
+    groups.update({k: [] for k in kinds})
+    groups["head"] = []
+    for name, p in model.named_parameters():
+        groups[owner.get(id(p), "backbone")].append((name, p))
+    return groups
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total, trainable, and per-group parameter counts (exact integers)."""
+    counts = {"total": sum(p.numel() for p in model.parameters())}
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for group, params in parameter_groups(model).items():
+        counts[group] = sum(p.numel() for _, p in params)
+    return counts
+
+
+def describe(model: AttnResNet) -> str:
+    """One line per placement: where each attention kind sits, for logs and the README."""
+    lines = [f"{model.backbone_name} / {model.variant}"]
+    for p in model.placements:
+        where = "all blocks" if p.blocks is None else f"blocks {list(p.blocks)}"
+        lines.append(f"  {p.kind:<6} at {p.site:<10} stages {list(p.stages)}, {where}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def forward_check(model: nn.Module, image_size: int = 64, batch: int = 2) -> torch.Size:
+    """Run one forward pass on random input and check the output is finite."""
+    model.eval()
+    out = model(torch.randn(batch, 3, image_size, image_size))
+    if not torch.isfinite(out).all():
+        raise RuntimeError("forward pass produced NaN or inf")
+    return out.shape
