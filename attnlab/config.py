@@ -1,0 +1,289 @@
+"""Experiment configuration: YAML files plus ``key=value`` overrides, validated against a schema.
+
+The schema is a tree of dataclasses. Validation is strict so a typo never silently falls
+back to a default: an unknown key is an error that names it and suggests the nearest valid
+key, and a value of the wrong type is an error that names the key and the expected type.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    # None = random init; torchvision name (IMAGENET1K_V1/V2), "timm:<tag>", or a local file
+    weights: str | None = None
+    # explicit layout (list of {kind, site, stages, blocks, kwargs}); None = the variant's
+    placements: list[dict[str, Any]] | None = None
+    sites: dict[str, str] = field(default_factory=dict)       # kind -> site override
+    stages: list[int] | None = None
+    blocks: list[int] | None = None
+    attention: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> kwargs
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate the synthetic twin at ``data.root`` when it does not exist yet."""
+
+    classes: int = 10
+    train_per_class: int = 50
+    val_per_class: int = 10
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class AugmentSettings:
+    crop_padding: int = 4
+    random_resized_crop: bool = False
+    rrc_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])
+    hflip: bool = True
+    train_size: int | None = None  # e.g. 224: resize every batch on the device
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/tiny-imagenet-200"   # extracted folder or the downloaded .zip
+    cache_dir: str | None = None
+    synthetic: SyntheticConfig | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    workers: int | None = None            # decode processes for the one-off cache build
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01                      # base LR; each group's LR = lr * lr_mult[group]
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 5e-4            # never applied to norm weights and biases
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 1.0
+    warmup_start: float = 0.1             # LR multiplier at step 0 of the warm-up
+    min_lr_ratio: float = 0.0             # cosine floor, relative to each group's LR
+    freeze: dict[str, int] = field(default_factory=dict)  # group -> epochs frozen from the start
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None        # max global grad norm
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    max_steps_per_epoch: int | None = None  # cut epochs short (smoke tests)
+    log_every: int = 20                   # steps between progress-bar refreshes and NaN checks
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str | None = None               # run name; default <variant>_seed<seed>
+    variant: str = "hybrid"
+    seed: int = 0
+    output_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # for `attnlab ablate`: the grid, and per-variant overrides of the shared protocol
+    variants: list[str] = field(default_factory=lambda: ["baseline", "simam", "ema", "hybrid"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    variant_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.variant}_seed{self.seed}"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type hint ``tp`` (converting where harmless, e.g. int -> float)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key} must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {_type_name(tp)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}{extra}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__} {value!r}")
+        _, val_tp = typing.get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 5e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported schema type {tp!r}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else key
+            valid = [f"{prefix}.{n}" if prefix else n for n in names]
+            hint = difflib.get_close_matches(full, valid, n=1, cutoff=0.5)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"unknown config key {full!r}{suggestion} (valid here: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            full = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(raw[name], hints[name], full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. train.lr=0.01)")
+    key, _, raw = text.partition("=")
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: cannot parse the value ({err})") from None
+    if isinstance(value, str) and "," in value and not raw.strip().startswith(("'", '"')):
+        value = [yaml.safe_load(v) for v in value.split(",")]  # variants=a,b -> list
+    return key.strip().split("."), value
+
+
+def set_dotted(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    node = raw
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_raw(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist (bundled configs live in configs/)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config, apply ``key=value`` overrides, validate everything."""
+    raw = load_raw(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_dotted(raw, keys, value)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    cfg = _build(ExperimentConfig, raw)
+    # per-variant overrides must themselves be valid against the schema
+    for variant, extra in cfg.variant_overrides.items():
+        try:
+            _build(ExperimentConfig, deep_merge(to_dict(cfg), extra))
+        except ConfigError as err:
+            raise ConfigError(f"variant_overrides.{variant}: {err}") from None
+    return cfg
+
+
+def for_variant(cfg: ExperimentConfig, variant: str, seed: int | None = None) -> ExperimentConfig:
+    """The config of one run of the grid: the shared protocol plus that variant's overrides."""
+    raw = to_dict(cfg)
+    raw = deep_merge(raw, cfg.variant_overrides.get(variant, {}))
+    raw["variant"] = variant
+    if seed is not None:
+        raw["seed"] = seed
+    raw["name"] = None
+    return from_dict(raw)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

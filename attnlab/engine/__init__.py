@@ -1,0 +1,1 @@
+"""Training engine: parameter groups and schedules, the loop, checkpoints, records, DDP."""

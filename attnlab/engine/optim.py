@@ -1,0 +1,108 @@
+"""Optimizer, learning-rate schedule and freezing, all built on the model's named groups.
+
+Each named group (``backbone``, one per attention kind, ``head``) becomes two optimizer
+param groups: one with weight decay and one without (norm weights and biases, i.e. every
+tensor with fewer than two dimensions). A group's LR is ``train.lr * lr_mult[group]``; the
+per-step schedule (linear warm-up, then cosine) multiplies every group's LR alike, so the
+differential ratios hold throughout.
+
+Freezing keeps ``requires_grad`` on (so DDP sees every parameter used) and instead drops
+the frozen parameters' gradients before each optimizer step: the optimizer skips a
+parameter whose ``grad`` is None, so frozen tensors stay bit-identical and build up no
+momentum; at unfreeze their optimizer state is cleared so they start fresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, TrainConfig
+from ..models import parameter_groups
+
+DEFAULT_LR_MULT = {"backbone": 1.0, "head": 10.0}
+DEFAULT_ATTENTION_LR_MULT = 10.0
+
+
+def group_lr_mults(groups: Iterable[str], lr_mult: dict[str, float]) -> dict[str, float]:
+    """LR multiplier per named group: configured value, else backbone 1, new modules 10."""
+    groups = list(groups)
+    unknown = sorted(set(lr_mult) - set(groups))
+    if unknown:
+        raise ConfigError(f"train.lr_mult names group(s) {unknown} that this model lacks; its groups: {groups}")
+    return {g: float(lr_mult.get(g, DEFAULT_LR_MULT.get(g, DEFAULT_ATTENTION_LR_MULT))) for g in groups}
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    named = parameter_groups(model)
+    mults = group_lr_mults(named, cfg.lr_mult)
+    unknown = sorted(set(cfg.freeze) - set(named))
+    if unknown:
+        raise ConfigError(f"train.freeze names group(s) {unknown} that this model lacks; its groups: {list(named)}")
+    param_groups = []
+    for name, params in named.items():
+        decay = [p for _, p in params if p.ndim >= 2]
+        no_decay = [p for _, p in params if p.ndim < 2]
+        for plist, wd, tag in ((decay, cfg.weight_decay, "decay"), (no_decay, 0.0, "no_decay")):
+            if plist:
+                param_groups.append({
+                    "params": plist, "lr": cfg.lr * mults[name], "weight_decay": wd,
+                    "group": name, "kind": tag,
+                })
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
+    """Multiplier on every group's LR at optimizer step ``step`` (0-based)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return cfg.warmup_start + (1.0 - cfg.warmup_start) * step / warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg))
+
+
+class FreezeSchedule:
+    """``{group: n}``: the group's parameters stay fixed during epochs 0..n-1."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, freeze: dict[str, int]) -> None:
+        self.optimizer = optimizer
+        self.freeze = dict(freeze)
+        self.params: dict[str, list[nn.Parameter]] = {}
+        for g in optimizer.param_groups:
+            self.params.setdefault(g["group"], []).extend(g["params"])
+        self.active: set[str] = set()
+
+    def frozen_at(self, epoch: int) -> set[str]:
+        return {g for g, n in self.freeze.items() if epoch < n}
+
+    def start_epoch(self, epoch: int) -> set[str]:
+        """Set the frozen groups for ``epoch``; clear optimizer state of groups just released."""
+        now = self.frozen_at(epoch)
+        for group in self.active - now:
+            for p in self.params.get(group, []):
+                self.optimizer.state.pop(p, None)
+        self.active = now
+        return now
+
+    def drop_frozen_grads(self) -> None:
+        for group in self.active:
+            for p in self.params.get(group, []):
+                p.grad = None
+
+
+def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """One LR per named group (its decay and no-decay halves share it)."""
+    return {g["group"]: g["lr"] for g in optimizer.param_groups}

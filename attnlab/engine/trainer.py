@@ -1,0 +1,443 @@
+"""The training loop of the study's protocol, with exact resume and a complete run record.
+
+One ``Trainer`` is one run: a variant, a seed, a config. It builds data, model, optimizer
+(differential LRs), schedule and freeze plan; trains epoch by epoch; evaluates the complete
+val split; and after every epoch atomically writes ``checkpoints/last.pt`` (and ``best.pt``),
+``metrics.csv``, ``summary.json`` and per-image predictions. Everything needed to continue
+lives in ``last.pt`` (including the metrics history), so ``resume=True`` continues a killed
+run exactly: the data order depends only on (seed, epoch), and model, optimizer, schedule,
+grad scaler, freeze state and RNGs are restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError, ExperimentConfig, save_config, to_dict
+from ..models import count_parameters, create_model
+from . import records
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+)
+from .optim import FreezeSchedule, build_optimizer, build_scheduler, current_lrs
+
+StepHook = Callable[[int, int], None]  # (epoch, step) -> None; tests inject faults through it
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+def resolve_device(spec: str, info: DistInfo) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={spec} but CUDA is not available here; use train.device=cpu")
+        if spec == "cuda":
+            spec = f"cuda:{info.local_rank}"
+        torch.cuda.set_device(torch.device(spec))
+    return torch.device(spec)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for plain fp32. ``auto``: bf16 on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def model_args(cfg: ExperimentConfig, num_classes: int) -> dict[str, Any]:
+    """Keyword arguments of ``create_model`` that rebuild this run's architecture."""
+    m = cfg.model
+    return {
+        "variant": cfg.variant,
+        "backbone": m.backbone,
+        "num_classes": num_classes,
+        "placements": m.placements,
+        "sites": m.sites or None,
+        "stages": m.stages,
+        "blocks": m.blocks,
+        "attention_kwargs": m.attention or None,
+    }
+
+
+def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+    """The run's initial model: seeded, so every rank (and a test) builds the same one."""
+    seed_everything(cfg.seed)
+    return create_model(**model_args(cfg, num_classes), weights=cfg.model.weights)
+
+
+def open_data(cfg: ExperimentConfig, info: DistInfo):
+    """Prepare (rank 0 first) and open the cached dataset; write the synthetic twin if asked."""
+    from ..data.cache import open_dataset
+
+    root = Path(cfg.data.root)
+    if info.is_main:
+        if cfg.data.synthetic is not None and not root.exists():
+            from ..data.synthetic import write_synthetic
+
+            s = cfg.data.synthetic
+            write_synthetic(root, classes=s.classes, train_per_class=s.train_per_class,
+                            val_per_class=s.val_per_class, size=s.size, seed=s.seed)
+        data = open_dataset(root, cfg.data.cache_dir, workers=cfg.data.workers, progress=cfg.train.progress)
+    barrier(info)
+    if not info.is_main:
+        data = open_dataset(root, cfg.data.cache_dir, progress=False)
+    return data
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        *,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        dataset: Any = None,
+    ) -> None:
+        from ..data.loader import AugmentConfig, BatchLoader
+
+        self.cfg = cfg
+        tc = cfg.train
+        self.dist = init_distributed("cuda" if tc.device.startswith("cuda") or (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = resolve_device(tc.device, self.dist)
+        self.amp_dtype = resolve_precision(tc.precision, self.device)
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.run_name
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        last = self.ckpt_dir / "last.pt"
+        if last.exists() and not resume:
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run (checkpoints/last.pt); pass --resume to "
+                "continue it, or choose another name/output_dir"
+            )
+        self.data = dataset if dataset is not None else open_data(cfg, self.dist)
+        num_classes = len(self.data.classes)
+        self.model_args = model_args(cfg, num_classes)
+        self.model = build_model(cfg, num_classes).to(self.device)
+        if tc.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, tc)
+
+        aug = cfg.data.augment
+        augment = AugmentConfig(
+            crop_padding=aug.crop_padding, random_resized_crop=aug.random_resized_crop,
+            rrc_scale=tuple(aug.rrc_scale), hflip=aug.hflip, train_size=aug.train_size,
+        )
+        common = dict(device=self.device, seed=cfg.seed, augment=augment, rank=self.dist.rank,
+                      world_size=self.dist.world_size, channels_last=tc.channels_last)
+        self.train_loader = BatchLoader(self.data.train, batch_size=cfg.data.batch_size, train=True, **common)
+        self.val_loader = BatchLoader(self.data.val, batch_size=cfg.data.eval_batch_size, train=False, **common)
+        self.steps_per_epoch = len(self.train_loader)
+        if tc.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} leaves no full training batch per rank "
+                f"({len(self.data.train.labels)} images, {self.dist.world_size} rank(s)); lower it"
+            )
+        self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
+        self.freeze = FreezeSchedule(self.optimizer, tc.freeze)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+        self.train_model: nn.Module = self.model
+        if tc.sync_bn and self.dist.enabled:
+            self.train_model = nn.SyncBatchNorm.convert_sync_batchnorm(self.train_model)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
+        if tc.compile:
+            self.train_model = torch.compile(self.train_model)
+
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.best: dict[str, Any] | None = None
+        self.step_hooks: list[StepHook] = []
+        if resume and last.exists():
+            self._restore(load_checkpoint(last))
+        self._tb = None
+
+    # ----------------------------------------------------------------- state
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "model_args": self.model_args,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "frozen": sorted(self.freeze.active),
+            "epoch": epoch,
+            "history": self.history,
+            "best": self.best,
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.freeze.active = set(ckpt["frozen"])
+        self.history = list(ckpt["history"])
+        self.best = ckpt["best"]
+        self.start_epoch = ckpt["epoch"] + 1
+        set_rng_state(ckpt["rng"])
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        cfg, main = self.cfg, self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            if self.history:
+                records.write_metrics(self.run_dir / "metrics.csv", self.history)
+        try:
+            for epoch in range(self.start_epoch, cfg.train.epochs):
+                self._run_epoch(epoch)
+        except Exception as err:
+            if main:
+                self._write_summary(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+        summary = self._write_summary(status="complete") if main else {}
+        barrier(self.dist)
+        return summary
+
+    def _run_epoch(self, epoch: int) -> None:
+        frozen = self.freeze.start_epoch(epoch)
+        lrs = current_lrs(self.optimizer)
+        train_stats = self.train_one_epoch(epoch)
+        val = self.evaluate(epoch)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": train_stats["loss"],
+            "train_top1": train_stats["top1"],
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            **{f"lr_{g}": lr for g, lr in lrs.items()},
+            "frozen": ";".join(sorted(frozen)),
+            "epoch_seconds": train_stats["seconds"],
+            "eval_seconds": val["seconds"],
+            "train_images_per_s": train_stats["images_per_s"],
+        }
+        self.history.append(row)
+        improved = self.best is None or val["top1"] > self.best["val_top1"]
+        if improved:
+            self.best = {"epoch": epoch, "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
+        if self.dist.is_main:
+            self._write_epoch_records(epoch, row, val, improved)
+        barrier(self.dist)
+
+    def _write_epoch_records(self, epoch: int, row: dict[str, Any], val: dict[str, Any], improved: bool) -> None:
+        preds = self.run_dir / "predictions"
+        records.write_predictions(preds / "last.npz", val["labels"], val["top5_idx"], epoch)
+        state = self._state(epoch)
+        if improved:
+            records.write_predictions(preds / "best.npz", val["labels"], val["top5_idx"], epoch)
+            save_checkpoint(self.ckpt_dir / "best.pt", state)
+        save_checkpoint(self.ckpt_dir / "last.pt", state)  # last: the commit point of the epoch
+        records.write_metrics(self.run_dir / "metrics.csv", self.history)
+        self._write_summary(status="running")
+        tb = self._tensorboard()
+        if tb is not None:
+            for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "train_images_per_s"):
+                tb.add_scalar(key, row[key], epoch)
+            for key, value in row.items():
+                if key.startswith("lr_"):
+                    tb.add_scalar(f"lr/{key[3:]}", value, epoch)
+            tb.flush()
+
+    def _tensorboard(self):
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard missing: the CSV record still has everything
+                return None
+            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+        return self._tb
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        tc = self.cfg.train
+        model = self.train_model
+        model.train()
+        self.train_loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.float64)
+        seen = torch.zeros((), device=self.device, dtype=torch.float64)
+        nonfinite = torch.zeros((), device=self.device, dtype=torch.bool)
+        bar = self._progress(epoch)
+        self._sync()
+        start = time.perf_counter()
+        step = 0
+        for step, (x, y, _) in enumerate(self.train_loader):
+            if step >= self.steps_per_epoch:
+                break
+            for hook in self.step_hooks:
+                hook(epoch, step)
+            with self._autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.freeze.drop_frozen_grads()
+            if tc.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], tc.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            with torch.no_grad():
+                n = y.shape[0]
+                loss_sum += loss.detach().double() * n
+                correct += (logits.argmax(dim=1) == y).sum()
+                seen += n
+                nonfinite |= ~torch.isfinite(loss.detach())
+            if (step + 1) % tc.log_every == 0 or step + 1 == self.steps_per_epoch:
+                self._check_finite(nonfinite, epoch, step)
+                if bar is not None:
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen.item():.3f}",
+                                    acc=f"{correct.item() / seen.item():.3f}",
+                                    img_s=f"{seen.item() * self.dist.world_size / elapsed:.0f}")
+            if bar is not None:
+                bar.update(1)
+        self._sync()
+        seconds = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        self._check_finite(nonfinite, epoch, step)
+        totals = all_reduce_sum(torch.stack([loss_sum, correct, seen]), self.dist)
+        return {
+            "loss": (totals[0] / totals[2]).item(),
+            "top1": (totals[1] / totals[2]).item(),
+            "seconds": seconds,
+            "images_per_s": totals[2].item() / seconds if seconds > 0 else float("nan"),
+        }
+
+    def _check_finite(self, nonfinite: torch.Tensor, epoch: int, step: int) -> None:
+        if bool(nonfinite.item()):
+            last = self.ckpt_dir / "last.pt"
+            kept = f"the last good checkpoint {last} (epoch {self.history[-1]['epoch']}) is intact" if self.history else "no checkpoint had been written yet"
+            raise TrainingDiverged(
+                f"loss became NaN/inf in epoch {epoch} (at or before step {step}); {kept}. "
+                "Lower train.lr, set train.grad_clip, or use train.precision=bf16 instead of fp16, "
+                "then rerun with --resume."
+            )
+
+    def _progress(self, epoch: int):
+        if not (self.cfg.train.progress and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.steps_per_epoch, desc=f"{self.cfg.run_name} epoch {epoch + 1}/{self.cfg.train.epochs}",
+                    leave=False, dynamic_ncols=True)
+
+    @torch.inference_mode()
+    def evaluate(self, epoch: int = -1) -> dict[str, Any]:
+        """Loss, Top-1 and Top-5 over the complete val split (micro: share of all images)."""
+        model = self.model
+        model.eval()
+        self._sync()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        idx_parts, top5_parts, label_parts = [], [], []
+        num_classes = self.model_args["num_classes"]
+        k = min(5, num_classes)
+        for x, y, idx in self.val_loader:
+            with self._autocast():
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            top = logits.topk(k, dim=1).indices
+            idx_parts.append(idx.cpu())
+            top5_parts.append(top.cpu())
+            label_parts.append(y.cpu())
+        self._sync()
+        seconds = time.perf_counter() - start
+        local = (
+            torch.cat(idx_parts).numpy() if idx_parts else np.zeros(0, np.int64),
+            torch.cat(top5_parts).numpy() if top5_parts else np.zeros((0, k), np.int64),
+            torch.cat(label_parts).numpy() if label_parts else np.zeros(0, np.int64),
+        )
+        loss_total = all_reduce_sum(loss_sum, self.dist).item()
+        parts = all_gather_objects(local, self.dist)
+        idx = np.concatenate([p[0] for p in parts])
+        order = np.argsort(idx, kind="stable")
+        top = np.concatenate([p[1] for p in parts])[order]
+        labels = np.concatenate([p[2] for p in parts])[order]
+        n = len(self.data.val.labels)
+        if len(idx) != n or not np.array_equal(idx[order], np.arange(n)):
+            raise RuntimeError(f"val pass covered {len(idx)} predictions for {n} images; the loader must yield each once")
+        if k < 5:
+            top = np.concatenate([top, -np.ones((n, 5 - k), dtype=top.dtype)], axis=1)
+        hit = top == labels[:, None]
+        return {
+            "loss": loss_total / n,
+            "top1": float(hit[:, 0].mean()),
+            "top5": float(hit.any(axis=1).mean()),
+            "seconds": seconds,
+            "labels": labels,
+            "top5_idx": top,
+        }
+
+    # --------------------------------------------------------------- summary
+    def _write_summary(self, status: str, error: str | None = None) -> dict[str, Any]:
+        secs = [r["epoch_seconds"] for r in self.history]
+        final = self.history[-1] if self.history else None
+        counts = count_parameters(self.model)
+        summary: dict[str, Any] = {
+            "status": status,
+            "variant": self.cfg.variant,
+            "seed": self.cfg.seed,
+            "epochs": self.cfg.train.epochs,
+            "epochs_done": len(self.history),
+            "best_epoch": self.best["epoch"] if self.best else None,
+            "best": self.best,
+            "final": None if final is None else {
+                "epoch": final["epoch"], "val_top1": final["val_top1"],
+                "val_top5": final["val_top5"], "val_loss": final["val_loss"],
+            },
+            "train_seconds_total": float(sum(secs)),
+            "epoch_seconds_mean": float(np.mean(secs)) if secs else None,
+            "params": {**counts, "added": counts["total"] - counts["backbone"] - counts["head"]},
+            "class_names": list(getattr(self.data, "class_names", [])),
+            "environment": records.environment(self.device, self.dist.world_size),
+        }
+        if error:
+            summary["error"] = error
+        if any(math.isnan(v) for v in secs):
+            summary["warning"] = "some epoch timings are NaN"
+        records.write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def train(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train one run and return its summary (empty on ranks other than 0)."""
+    return Trainer(cfg, run_dir=run_dir, resume=resume).fit()
