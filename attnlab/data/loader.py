@@ -1,0 +1,263 @@
+"""Batches from the cached uint8 arrays, augmented and normalised on the model's device.
+
+The whole split is moved to ``device`` once (when it fits; otherwise batches are gathered
+on the CPU and copied), and each batch is one gather plus a few whole-batch torch ops:
+random crop with zero padding and horizontal flip in the same gather, optional
+random-resized-crop via ``grid_sample``, optional resize to ``train_size``, ImageNet
+normalisation. No worker processes, no per-image Python.
+
+Determinism: the shuffle and every augmentation parameter come from one
+``torch.Generator`` seeded from (seed, epoch), never from the global RNG. Parameters are
+drawn per position of the epoch's permutation, so image ``i`` of epoch ``e`` gets the
+same crop whatever the batch size or number of ranks. Call ``set_epoch`` before each
+epoch (as with ``DistributedSampler``).
+
+Sharding: train ranks all draw the same permutation and take their own contiguous slice
+of ``N // world_size`` positions (the uneven tail is dropped, so every rank has the same
+number of batches). Val ranks take contiguous, disjoint, in-order shares without padding,
+so summed over ranks every image is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cache import CachedSplit
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# per-position random numbers drawn each epoch (fixed layout, so enabling one augmentation
+# never changes the draws of another)
+_OX, _OY, _FLIP, _AREA, _RATIO, _CX, _CY = range(7)
+_NUM_DRAWS = 7
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation; ``train_size`` also resizes val batches (no other val augmentation)."""
+
+    crop_padding: int = 4  # random crop of the original size from the zero-padded image
+    random_resized_crop: bool = False
+    rrc_scale: tuple[float, float] = (0.35, 1.0)  # area fraction of the crop
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio (w/h) of the crop
+    hflip: bool = True
+    train_size: int | None = None  # e.g. 224: every batch (train and val) resized on device
+
+    def __post_init__(self) -> None:
+        lo, hi = self.rrc_scale
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
+        if not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
+            raise ValueError(f"rrc_ratio must satisfy 0 < lo <= hi, got {self.rrc_ratio}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError(f"train_size must be positive, got {self.train_size}")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit generator seed for (seed, epoch)."""
+    digest = hashlib.blake2b(f"attnlab-loader:{seed}:{epoch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+# device copies per split object, shared by every loader over that split
+_DEVICE_COPIES: weakref.WeakKeyDictionary[CachedSplit, dict[str, tuple[torch.Tensor, torch.Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _fits(nbytes: int, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes <= 0.5 * free  # leave the other half to the model and activations
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    if not array.flags.writeable:  # a read-only memmap: torch wants writable memory
+        array = np.array(array)
+    return torch.from_numpy(array)
+
+
+def resident_copy(split: CachedSplit, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images NHWC, int64 labels) of ``split`` on ``device``, transferred once."""
+    copies = _DEVICE_COPIES.setdefault(split, {})
+    key = str(device)
+    if key not in copies:
+        images = _as_tensor(split.images)
+        labels = _as_tensor(np.ascontiguousarray(split.labels, dtype=np.int64))
+        copies[key] = (images.to(device), labels.to(device))
+    return copies[key]
+
+
+class BatchLoader:
+    """Iterates (images float32 (B,3,S,S) normalised, labels int64, indices int64) on ``device``."""
+
+    def __init__(self, split: CachedSplit, *, batch_size: int, train: bool, device: str | torch.device = "cpu",
+                 seed: int = 0, augment: AugmentConfig | None = None, rank: int = 0, world_size: int = 1,
+                 drop_last: bool | None = None, channels_last: bool = False, resident: bool | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size); got rank {rank}, world_size {world_size}")
+        self.split = split
+        self.batch_size = batch_size
+        self.train = train
+        self.device = torch.device(device)
+        self.seed = seed
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.rank, self.world_size = rank, world_size
+        self.drop_last = train if drop_last is None else drop_last
+        self.channels_last = channels_last
+        self.epoch = 0
+        n = len(split)
+        self.image_size = int(split.images.shape[1])
+        self.output_size = self.augment.train_size or self.image_size
+        if train:
+            self._share = n // world_size  # same for every rank: the uneven tail is dropped
+            self._start = rank * self._share
+        else:
+            self._start, stop = n * rank // world_size, n * (rank + 1) // world_size
+            self._share = stop - self._start
+        full, rest = divmod(self._share, batch_size)
+        self._batches = full + (1 if rest and not self.drop_last else 0)
+        self.num_samples = full * batch_size if self.drop_last else self._share
+        if train and self._batches == 0:
+            raise ValueError(f"rank {rank} has {self._share} training images, fewer than one batch of "
+                             f"{batch_size}; lower batch_size or pass drop_last=False")
+        self.resident = _fits(split.images.nbytes + split.labels.nbytes, self.device) if resident is None else resident
+        if self.resident:
+            self._images, self._labels = resident_copy(split, self.device)
+        else:
+            self._images = _as_tensor(split.images)
+            self._labels = _as_tensor(np.ascontiguousarray(split.labels, dtype=np.int64))
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD))).view(1, 3, 1, 1).to(self.device)
+        self._shift = (-torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)).view(1, 3, 1, 1).to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle and augmentation the next iteration uses."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self._batches
+
+    def order(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's dataset indices for the current epoch, and their random draws (train)."""
+        n = len(self.split)
+        if not self.train:
+            return torch.arange(self._start, self._start + self._share, dtype=torch.int64), None
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        perm = torch.randperm(n, generator=g)
+        draws = torch.rand(n, _NUM_DRAWS, generator=g)
+        rows = slice(self._start, self._start + self._share)
+        return perm[rows], draws[rows]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        indices, draws = self.order()
+        indices = indices[: self.num_samples] if self.drop_last else indices
+        dev_indices = indices.to(self.device)
+        dev_draws = draws.to(self.device) if draws is not None else None
+        for b in range(self._batches):
+            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = dev_indices[rows]
+            images = self._gather(idx, indices[rows])  # uint8 NHWC
+            if dev_draws is not None:
+                images = self._augment(images, dev_draws[rows])
+            else:
+                images = self._resize(self._to_float(images))
+            images = images.mul_(self._scale).add_(self._shift)  # a fresh tensor: in place
+            if self.resident:
+                labels = self._labels[idx]
+            else:
+                labels = self._labels[indices[rows]].to(self.device, non_blocking=True)
+            yield images.contiguous(memory_format=self._memory_format), labels, idx
+
+    # ------------------------------------------------------------------ batch ops
+
+    def _gather(self, idx: torch.Tensor, cpu_idx: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) on the device."""
+        if self.resident:
+            return self._images.index_select(0, idx)
+        batch = self._images.index_select(0, cpu_idx)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)
+
+    def _augment(self, batch: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Pad-crop + flip on uint8, then optional RRC or resize -> float (B,3,S,S)."""
+        cfg = self.augment
+        if cfg.crop_padding or cfg.hflip:
+            pad = cfg.crop_padding
+            oy = (draws[:, _OY] * (2 * pad + 1)).long().clamp_(max=2 * pad)
+            ox = (draws[:, _OX] * (2 * pad + 1)).long().clamp_(max=2 * pad)
+            flip = draws[:, _FLIP] < 0.5 if cfg.hflip else torch.zeros_like(oy, dtype=torch.bool)
+            crop = crop_flip_gather if batch.device.type != "cpu" else crop_flip_loop
+            batch = crop(batch, oy, ox, flip, pad)
+        x = self._to_float(batch)
+        if cfg.random_resized_crop:
+            return self._random_resized_crop(x, draws)
+        return self._resize(x)
+
+    def _to_float(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC -> float NCHW in the output memory format (the layout change on bytes)."""
+        return batch.permute(0, 3, 1, 2).contiguous(memory_format=self._memory_format).float()
+
+    def _random_resized_crop(self, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Per-sample box (area in rrc_scale, log-uniform ratio; clamped to the image) -> S×S."""
+        cfg = self.augment
+        lo, hi = cfg.rrc_scale
+        log_lo, log_hi = math.log(cfg.rrc_ratio[0]), math.log(cfg.rrc_ratio[1])
+        area = lo + draws[:, _AREA] * (hi - lo)
+        ratio = torch.exp(log_lo + draws[:, _RATIO] * (log_hi - log_lo))
+        bw = torch.sqrt(area * ratio).clamp(max=1.0)  # fractions of width / height
+        bh = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = bw / 2 + draws[:, _CX] * (1 - bw)
+        cy = bh / 2 + draws[:, _CY] * (1 - bh)
+        theta = torch.zeros(x.shape[0], 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0], theta[:, 0, 2] = bw, 2 * cx - 1
+        theta[:, 1, 1], theta[:, 1, 2] = bh, 2 * cy - 1
+        s = self.output_size
+        grid = F.affine_grid(theta, [x.shape[0], 3, s, s], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.output_size
+        if x.shape[-1] == s and x.shape[-2] == s:
+            return x
+        return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=s < x.shape[-1])
+
+
+def crop_flip_gather(batch: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
+                     pad: int) -> torch.Tensor:
+    """Per-sample crop (offsets into the zero-padded image) and flip as one gather (GPU)."""
+    b, h, w, _ = batch.shape
+    if pad:
+        batch = F.pad(batch, (0, 0, pad, pad, pad, pad))
+    ar_h = torch.arange(h, device=batch.device)
+    ar_w = torch.arange(w, device=batch.device)
+    cols = torch.where(flip[:, None], ar_w.flip(0).expand(b, w), ar_w.expand(b, w)) + ox[:, None]
+    rows = oy[:, None] + ar_h
+    return batch[torch.arange(b, device=batch.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def crop_flip_loop(batch: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
+                   pad: int) -> torch.Tensor:
+    """The same result by per-sample slicing: several times faster than a gather on CPU."""
+    b, h, w, _ = batch.shape
+    padded = F.pad(batch, (0, 0, pad, pad, pad, pad)) if pad else batch
+    out = torch.empty_like(batch)
+    for i, (y, x, f) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist(), strict=True)):
+        window = padded[i, y:y + h, x:x + w]
+        out[i] = window.flip(1) if f else window
+    return out
