@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = (
     "attnlab.commands.models",
+    "attnlab.commands.data",
     "attnlab.commands.train",
     "attnlab.commands.demo",
 )
