@@ -123,8 +123,13 @@ class ZipSource:
                 f"{self.location}: not a readable zip file ({exc}). The download is damaged "
                 "or incomplete: download tiny-imagenet-200.zip again."
             ) from None
-        candidates = [n for n in names if n.rsplit("/", 1)[-1] == WNIDS and not _hidden_member(n)]
-        self.prefix = min(candidates, key=len)[: -len(WNIDS)] if candidates else ""
+        visible = [n for n in names if not _hidden_member(n)]
+        candidates = [n for n in visible if n.rsplit("/", 1)[-1] == WNIDS]
+        if candidates:
+            self.prefix = min(candidates, key=len)[: -len(WNIDS)]
+        else:  # name the missing file where it should be: inside the one top folder, if any
+            tops = {n.split("/", 1)[0] for n in visible if "/" in n}
+            self.prefix = f"{tops.pop()}/" if len(tops) == 1 else ""
 
     def __getstate__(self) -> dict[str, object]:  # workers reopen the zip themselves
         return {"location": self.location, "prefix": self.prefix, "_zip": None, "_dirs": None}
