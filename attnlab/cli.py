@@ -15,6 +15,9 @@ COMMAND_MODULES = (
     "attnlab.commands.models",
     "attnlab.commands.data",
     "attnlab.commands.train",
+    "attnlab.commands.ablate",
+    "attnlab.commands.profile",
+    "attnlab.commands.report",
     "attnlab.commands.demo",
 )
 

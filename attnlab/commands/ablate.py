@@ -1,0 +1,65 @@
+"""`attnlab ablate`: the whole study in one resumable command (train grid, profile, report)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablate", help="run the variant x seed grid, profile the variants and write the report",
+        description="Example: attnlab ablate --config configs/paper.yaml --seeds 0,1,2 --out runs/paper. "
+        "Rerunning skips finished runs and resumes interrupted ones.",
+    )
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/paper.yaml")
+    p.add_argument("--out", help="ablation folder (default: the config's output_dir)")
+    p.add_argument("--variants", help="comma-separated, e.g. baseline,hybrid (default: the config's)")
+    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (default: the config's)")
+    p.add_argument("--no-profile", action="store_true", help="skip the efficiency profile")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report")
+    p.add_argument("--profile-device", default=None, help="device for the profile (default: the training device)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+
+    overrides = list(args.overrides)
+    if args.variants:
+        overrides.append(f"variants=[{args.variants}]")
+    if args.seeds:
+        overrides.append(f"seeds=[{args.seeds}]")
+    cfg = load_config(args.config, overrides)
+    return run_study(cfg, args.out or cfg.output_dir, profile=not args.no_profile,
+                     report=not args.no_report, profile_device=args.profile_device)
+
+
+def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_device: str | None = None,
+              profile_kwargs: dict | None = None) -> int:
+    """Train the grid, then (rank 0) profile and report. Shared by `ablate` and `demo`."""
+    import torch
+
+    from ..ablation import profile_grid, run_grid
+    from ..engine.distributed import init_distributed
+
+    run_grid(cfg, out)
+    info = init_distributed("cpu")
+    if not info.is_main:
+        return 0
+    if profile:
+        from ..data.cache import open_dataset
+
+        data = open_dataset(cfg.data.root, cfg.data.cache_dir, progress=False)
+        device = profile_device or cfg.train.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        size = cfg.data.augment.train_size or data.image_size
+        print(f"profiling {', '.join(cfg.variants)} on {device} at {size}x{size} ...")
+        profile_grid(cfg, out, image_size=size, num_classes=len(data.classes), device=device,
+                     **(profile_kwargs or {}))
+    if report:
+        from ..report import write_report
+
+        write_report(out)
+    return 0
