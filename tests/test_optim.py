@@ -39,10 +39,17 @@ def test_default_multipliers_favour_new_modules(hybrid) -> None:
 
 
 def test_unknown_groups_are_config_errors(hybrid) -> None:
-    with pytest.raises(ConfigError, match=r"train.lr_mult names group\(s\) \['emma'\]"):
+    with pytest.raises(ConfigError, match=r"train.lr_mult names unknown group\(s\) \['emma'\]"):
         build_optimizer(hybrid, TrainConfig(lr_mult={"emma": 2.0}))
-    with pytest.raises(ConfigError, match=r"train.freeze names group\(s\) \['se'\]"):
-        build_optimizer(hybrid, TrainConfig(freeze={"se": 3}))
+    with pytest.raises(ConfigError, match=r"train.freeze names unknown group\(s\) \['bakbone'\]"):
+        build_optimizer(hybrid, TrainConfig(freeze={"bakbone": 3}))
+
+
+def test_shared_protocol_applies_to_variants_without_the_group() -> None:
+    baseline = create_model("baseline", backbone="resnet18", num_classes=10)
+    opt = build_optimizer(baseline, TrainConfig(lr_mult={"ema": 10.0, "head": 10.0}, freeze={"ema": 3}))
+    assert set(current_lrs(opt)) == {"backbone", "head"}
+    assert FreezeSchedule(opt, {"ema": 3}).start_epoch(0) == set()  # not applicable, no error
 
 
 def test_schedule_values_at_known_steps() -> None:

@@ -27,21 +27,34 @@ DEFAULT_LR_MULT = {"backbone": 1.0, "head": 10.0}
 DEFAULT_ATTENTION_LR_MULT = 10.0
 
 
+def check_group_names(key: str, names: Iterable[str], model_groups: Iterable[str]) -> None:
+    """Names in ``train.lr_mult`` / ``train.freeze`` must be groups some model can have.
+
+    The shared protocol names every variant's groups (``ema`` for the baseline too), so a
+    group this model lacks is fine; a name no model has is a typo and an error.
+    """
+    from ..attention import ATTENTION_REGISTRY
+
+    known = {"backbone", "head", *ATTENTION_REGISTRY, *model_groups}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ConfigError(
+            f"{key} names unknown group(s) {unknown}; groups are backbone, head and the "
+            f"attention kinds {sorted(ATTENTION_REGISTRY)} (this model has {list(model_groups)})"
+        )
+
+
 def group_lr_mults(groups: Iterable[str], lr_mult: dict[str, float]) -> dict[str, float]:
     """LR multiplier per named group: configured value, else backbone 1, new modules 10."""
     groups = list(groups)
-    unknown = sorted(set(lr_mult) - set(groups))
-    if unknown:
-        raise ConfigError(f"train.lr_mult names group(s) {unknown} that this model lacks; its groups: {groups}")
+    check_group_names("train.lr_mult", lr_mult, groups)
     return {g: float(lr_mult.get(g, DEFAULT_LR_MULT.get(g, DEFAULT_ATTENTION_LR_MULT))) for g in groups}
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     named = parameter_groups(model)
     mults = group_lr_mults(named, cfg.lr_mult)
-    unknown = sorted(set(cfg.freeze) - set(named))
-    if unknown:
-        raise ConfigError(f"train.freeze names group(s) {unknown} that this model lacks; its groups: {list(named)}")
+    check_group_names("train.freeze", cfg.freeze, named)
     param_groups = []
     for name, params in named.items():
         decay = [p for _, p in params if p.ndim >= 2]
@@ -86,7 +99,8 @@ class FreezeSchedule:
         self.active: set[str] = set()
 
     def frozen_at(self, epoch: int) -> set[str]:
-        return {g for g, n in self.freeze.items() if epoch < n}
+        """Groups of this model frozen in ``epoch`` (groups it lacks are not applicable)."""
+        return {g for g, n in self.freeze.items() if epoch < n and g in self.params}
 
     def start_epoch(self, epoch: int) -> set[str]:
         """Set the frozen groups for ``epoch``; clear optimizer state of groups just released."""
