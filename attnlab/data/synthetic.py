@@ -93,8 +93,8 @@ def write_synthetic(out: str | Path, *, classes: int = 10, train_per_class: int 
     and ``val/val_annotations.txt``. Image 1 of every even class (train) and val image 0
     are grayscale. The same arguments always give the same files.
     """
-    if classes < 1 or train_per_class < 1 or val_per_class < 0 or size < 8:
-        raise ValueError("need classes >= 1, train_per_class >= 1, val_per_class >= 0 and size >= 8; "
+    if classes < 1 or train_per_class < 1 or val_per_class < 1 or size < 8:
+        raise ValueError("need classes >= 1, train_per_class >= 1, val_per_class >= 1 and size >= 8; "
                          f"got {classes}, {train_per_class}, {val_per_class}, {size}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
