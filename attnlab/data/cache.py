@@ -91,7 +91,7 @@ def scan_source(root: str | Path) -> TinyImageNetIndex:
 
 def default_cache_dir(root: str | Path) -> Path:
     """``<root>/.attnlab_cache`` for a folder; next to the file for a .zip or .parquet."""
-    path = Path(root).resolve()
+    path = Path(root).expanduser().resolve()
     return path / CACHE_DIRNAME if path.is_dir() else path.parent / CACHE_DIRNAME
 
 
@@ -147,8 +147,9 @@ def prepare(root: str | Path, cache_dir: str | Path | None = None, *, workers: i
     ``workers``: decode processes (default: all CPUs available to this process, or 1 for
     small sets); ``force`` rebuilds even a fresh cache; ``size`` is the cached side length.
     """
+    root = Path(root).expanduser()
     index = scan_source(root)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
     final = cache_dir / cache_name(index.kind, size, index.fingerprint)
     if final.exists() and not force:
         try:

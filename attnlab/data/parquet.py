@@ -43,7 +43,7 @@ def _parquet_files(root: Path) -> list[Path]:
 
 def is_parquet_source(root: str | Path) -> bool:
     """A folder with no wnids.txt but with train/val parquet files (here or in data/)."""
-    path = Path(root)
+    path = Path(root).expanduser()
     return path.is_dir() and not (path / "wnids.txt").is_file() and bool(_parquet_files(path))
 
 

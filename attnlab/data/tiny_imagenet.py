@@ -180,7 +180,7 @@ def _hidden_member(name: str) -> bool:
 
 def open_source(root: str | Path) -> FolderSource | ZipSource:
     """A folder or a .zip; anything else is an error that says what ``root`` should be."""
-    path = Path(root)
+    path = Path(root).expanduser()
     if path.is_dir():
         return FolderSource(path)
     if path.is_file() and zipfile.is_zipfile(path):
