@@ -143,10 +143,12 @@ def test_cache_of_another_source_version_is_refused(root: Path) -> None:
 def test_parallel_build_matches_serial(root: Path, tmp_path: Path) -> None:
     serial = prepare(root, tmp_path / "a", progress=False, workers=1)
     parallel = prepare(root, tmp_path / "b", progress=False, workers=2)
-    assert parallel.meta["workers"] == 2
+    zipped = prepare(make_zip(root, tmp_path / "t.zip"), tmp_path / "c", progress=False, workers=2)
+    assert parallel.meta["workers"] == zipped.meta["workers"] == 2
     for split in ("train", "val"):
-        assert np.array_equal(serial.split(split).images, parallel.split(split).images)
-        assert np.array_equal(serial.split(split).labels, parallel.split(split).labels)
+        for other in (parallel, zipped):
+            assert np.array_equal(serial.split(split).images, other.split(split).images)
+            assert np.array_equal(serial.split(split).labels, other.split(split).labels)
 
 
 def test_zip_cache_lives_next_to_the_zip(root: Path, tmp_path: Path) -> None:

@@ -248,3 +248,14 @@ def test_undecodable_image(root: Path, damage: str) -> None:
     assert message.startswith(f"{bad}: cannot be decoded as an image (")
     assert message.endswith("). The file is damaged: get a fresh copy of the dataset, or delete this "
                             "file (and its line in val/val_annotations.txt if it is a val image).")
+
+
+def test_a_replaced_zip_is_read_afresh(root: Path, tmp_path: Path) -> None:
+    archive = make_zip(root, tmp_path / "t.zip")
+    before, _ = read_split(scan(archive), "val")
+    first = root / scan(root).splits["val"].names[0]
+    Image.new("RGB", (64, 64), (7, 7, 7)).save(first, "PNG")
+    make_zip(root, archive)  # same path, new content
+    after, _ = read_split(scan(archive), "val")
+    assert not np.array_equal(before[0], after[0])
+    assert np.array_equal(after[0], np.full((64, 64, 3), 7, np.uint8))

@@ -137,7 +137,7 @@ class ZipSource:
     @property
     def zip(self) -> zipfile.ZipFile:
         if self._zip is None:
-            self._zip = zipfile.ZipFile(self.location)
+            self._zip = _open_zip(self.location)
         return self._zip
 
     @property
@@ -172,6 +172,20 @@ class ZipSource:
 
     def redo(self) -> str:
         return "download tiny-imagenet-200.zip again"
+
+
+_OPEN_ZIPS: dict[tuple[object, ...], zipfile.ZipFile] = {}
+
+
+def _open_zip(location: Path) -> zipfile.ZipFile:
+    """One handle per process and file version: the central directory of the real zip (110k
+    members) is parsed once per worker, not once per task. Keyed by pid (a forked child must
+    not share its parent's file offset) and by inode/size/mtime (a replaced zip is reopened)."""
+    st = location.stat()
+    key = (os.getpid(), location, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _OPEN_ZIPS:
+        _OPEN_ZIPS[key] = zipfile.ZipFile(location)
+    return _OPEN_ZIPS[key]
 
 
 def _hidden_member(name: str) -> bool:
