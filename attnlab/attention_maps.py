@@ -1,0 +1,197 @@
+"""What the attention modules look at: SimAM's 3-D weights, EMA's spatial map, Grad-CAM.
+
+Everything is read through forward hooks on an unmodified model:
+
+* SimAM: the sigmoid gate ``simam_gate(x, e_lambda)`` of the hooked input, averaged over
+  channels: one H×W map per image (the module multiplies its input by exactly this gate).
+* EMA: the sigmoid of the cross-spatial weights, one H×W map per channel group, averaged
+  over groups. It is recomputed from the hooked input with the module's own layers
+  (``ema_group_maps``); the tests check that input × map reproduces the module's output,
+  so a change to EMA's forward cannot silently desynchronise the two.
+* Grad-CAM (Selvaraju et al., 2017) on ``layer4``'s output for the predicted class.
+
+By default the maps come from the deepest module whose feature map is at least 7×7
+(layer2 at 64×64 input, layer4 at 224×224), so they have some spatial detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import EMA, SimAM
+from .attention.simam import simam_gate
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 N×H×W×3 images to float N×3×H×W, normalised with ImageNet mean/std."""
+    x = torch.as_tensor(np.asarray(images))
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {x.dtype} {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def denormalize_images(x: torch.Tensor) -> np.ndarray:
+    """Inverse of ``normalize_images`` (for display): uint8 N×H×W×3."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    img = (x.detach().cpu().float() * std + mean).clamp(0, 1) * 255
+    return img.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from a run checkpoint: ``create_model(**model_args)`` + its state_dict.
+
+    Checkpoints hold optimizer/RNG state as well, so they are unpickled in full
+    (``weights_only=False``): load only checkpoints your own runs wrote.
+    """
+    from .models import create_model
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "model_args" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path} is not a run checkpoint (needs keys 'model_args' and 'model')")
+    args = dict(ckpt["model_args"])
+    args.pop("weights", None)  # the trained state_dict replaces any pretrained weights
+    model = create_model(**args)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def ema_group_maps(module: EMA, x: torch.Tensor) -> torch.Tensor:
+    """EMA's cross-spatial gate for input ``x``: B×G×H×W, values in (0, 1).
+
+    The same computation as ``EMA.forward`` up to the final sigmoid; the module's output
+    is ``x`` (grouped) times this gate.
+    """
+    b, c, h, w = x.shape
+    g = module.groups
+    cg = c // g
+    gx = x.reshape(b * g, cg, h, w)
+    x_h = gx.mean(dim=3, keepdim=True)
+    x_w = gx.mean(dim=2, keepdim=True).transpose(2, 3)
+    a_h, a_w = torch.split(module.conv1x1(torch.cat([x_h, x_w], dim=2)), [h, w], dim=2)
+    x1 = module.gn(gx * a_h.sigmoid() * a_w.transpose(2, 3).sigmoid())
+    x2 = module.conv3x3(gx)
+    q1 = torch.softmax(x1.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
+    q2 = torch.softmax(x2.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
+    weights = q1 @ x2.reshape(b * g, cg, h * w) + q2 @ x1.reshape(b * g, cg, h * w)
+    return weights.reshape(b, g, h, w).sigmoid()
+
+
+def _pick(candidates: Sequence[tuple[str, torch.Tensor]], block: str | None, min_size: int) -> tuple[str, torch.Tensor] | None:
+    """The map of module ``block`` (a name prefix like ``layer2.3``), else the deepest
+    with H, W >= min_size, else the largest."""
+    if not candidates:
+        return None
+    if block is not None:
+        for name, m in candidates:
+            if name == block or name.startswith(block + "."):
+                return name, m
+        raise ValueError(f"no attention module of this kind in block {block!r}; have {[n for n, _ in candidates]}")
+    big = [(n, m) for n, m in candidates if min(m.shape[-2:]) >= min_size]
+    if big:
+        return big[-1]
+    return max(candidates, key=lambda nm: nm[1].shape[-1] * nm[1].shape[-2])
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, images: torch.Tensor, *, block: str | None = None,
+                   min_size: int = 7) -> dict[str, tuple[str, torch.Tensor]]:
+    """One forward pass; ``{"simam": (module name, B×h×w), "ema": (...)}`` for the kinds
+    the model has. SimAM: channel-mean of its gate; EMA: group-mean of its spatial gate."""
+    captured: dict[str, list[tuple[str, torch.Tensor]]] = {"simam": [], "ema": []}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, SimAM):
+            def hook(mod, inp, out, name=name):  # type: ignore[no-untyped-def]
+                captured["simam"].append((name, simam_gate(inp[0], mod.e_lambda).float().mean(dim=1).cpu()))
+        elif isinstance(module, EMA):
+            def hook(mod, inp, out, name=name):  # type: ignore[no-untyped-def]
+                captured["ema"].append((name, ema_group_maps(mod, inp[0]).float().mean(dim=1).cpu()))
+        else:
+            continue
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(images)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    out = {}
+    for kind, cands in captured.items():
+        picked = _pick(cands, block, min_size)
+        if picked is not None:
+            out[kind] = picked
+    return out
+
+
+def grad_cam(model: nn.Module, images: torch.Tensor, *, target: torch.Tensor | None = None,
+             layer: str = "layer4", normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM at ``layer``'s output: ReLU(Σ_c mean_hw(∂score/∂A_c) · A_c).
+
+    Returns (B×h×w maps, target classes); ``target`` defaults to the predicted class. With
+    ``normalize`` each map is scaled to [0, 1] (an all-zero map stays 0).
+    """
+    images = images.detach().requires_grad_(True)  # a path to layer4 even if weights are frozen
+    acts: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: acts.append(o))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+            if target is None:
+                target = logits.argmax(dim=1)
+            score = logits.gather(1, target.view(-1, 1)).sum()
+            (grads,) = torch.autograd.grad(score, acts[0])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    a = acts[0].detach()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * a).sum(dim=1))
+    if normalize:
+        flat = cam.flatten(1)
+        lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+        span = (hi - lo).clamp_min(1e-12).view(-1, 1, 1)
+        cam = torch.where((hi > lo).view(-1, 1, 1), (cam - lo.view(-1, 1, 1)) / span, torch.zeros_like(cam))
+    return cam, target.detach()
+
+
+def attention_panels(models: Mapping[str, nn.Module], images: torch.Tensor, *, block: str | None = None,
+                     min_size: int = 7) -> list[tuple[str, np.ndarray]]:
+    """Figure columns: each variant's SimAM and EMA maps, then a Grad-CAM per variant."""
+    panels: list[tuple[str, np.ndarray]] = []
+    for variant, model in models.items():
+        device = next(model.parameters()).device
+        for kind, (name, maps) in attention_maps(model, images.to(device), block=block, min_size=min_size).items():
+            label = {"simam": "SimAM weights", "ema": "EMA spatial"}[kind]
+            panels.append((f"{variant}: {label}\n{name.rsplit('.', 1)[0]}", maps.numpy()))
+    for variant, model in models.items():
+        device = next(model.parameters()).device
+        cam, _ = grad_cam(model, images.to(device))
+        panels.append((f"{variant}: Grad-CAM\nlayer4, predicted class", cam.cpu().numpy()))
+    return panels
+
+
+def select_images(labels: np.ndarray, n: int) -> np.ndarray:
+    """``n`` val indices spread evenly over the split (deterministic, distinct classes
+    where the val order allows)."""
+    if n < 1 or len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    idx = np.linspace(0, len(labels) - 1, num=min(n, len(labels))).round().astype(np.int64)
+    return np.unique(idx)

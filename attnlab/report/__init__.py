@@ -1,0 +1,31 @@
+"""The report: reads an ablation folder (docs/run-records.md), writes tables, statistics
+and figures. One job per module:
+
+* ``records``      run folders: metrics.csv, summary.json, predictions, checkpoints
+* ``profile_json`` profile.json's efficiency figures, read defensively
+* ``table``        the results table (one row per variant)
+* ``comparisons``  paired statistics between variants, per-class changes
+* ``render``       Markdown and LaTeX
+* ``writer``       ``write_report``: all of the above, plus the figures
+"""
+
+from __future__ import annotations
+
+from .comparisons import compare_variants, comparison_pairs, per_class_delta
+from .profile_json import read_profile
+from .records import POLICIES, Predictions, RunRecord, load_runs
+from .table import results_table
+from .writer import write_report
+
+__all__ = [
+    "POLICIES",
+    "Predictions",
+    "RunRecord",
+    "compare_variants",
+    "comparison_pairs",
+    "load_runs",
+    "per_class_delta",
+    "read_profile",
+    "results_table",
+    "write_report",
+]

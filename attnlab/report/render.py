@@ -1,0 +1,166 @@
+"""The results and statistics tables as Markdown and LaTeX (booktabs), with captions that
+state the epoch policy, the spread shown and the statistical rule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..stats import format_p
+
+NA = "n/a"
+
+POLICY_TEXT = {
+    "final": ("the final epoch",
+              "no epoch is chosen on the val set, so these numbers carry no selection bias; "
+              "`--policy best` reports the epoch with the best val Top-1 instead"),
+    "best": ("the epoch with the best val Top-1",
+             "that epoch is chosen on the same val set it is scored on, so the numbers are "
+             "optimistically biased; `--policy final` avoids this"),
+}
+
+
+def caption(policy: str, other: str, meta: Mapping[str, Any]) -> str:
+    when, why = POLICY_TEXT[policy]
+    where = ", ".join(f"{k} {meta[k]}" for k in ("device", "device_name", "dtype", "image_size", "channels_last") if k in meta)
+    return (
+        f"Tiny ImageNet val Top-1 / Top-5 (%) at {when} ({why}). Mean ± sample std over seeds "
+        f"(n/a with one seed); Δ = difference of means against the baseline (points). "
+        "Attn Gops: the attention modules' elementwise and reduction work (1e9 ops per image), "
+        "which GMACs do not count. "
+        f"Top-1 ({other}) gives the other policy's mean. Params, GMACs (multiply-adds), latency "
+        f"at batch 1 (median) and throughput at the largest timed batch from profile.json{f' ({where})' if where else ''}; "
+        "training time: mean training seconds per epoch (metrics.csv) and total training "
+        "time per run (summary.json), averaged over seeds."
+    )
+
+
+def stats_caption(alpha: float, n_boot: int) -> str:
+    return (
+        f"Paired comparisons on the val images (A − B, Top-1 points): {100 * (1 - alpha):g}% "
+        f"percentile interval from a paired bootstrap over images ({n_boot:,} resamples) and "
+        "McNemar's exact test on the images only one variant gets right. With several seeds, "
+        "runs pair by seed and each image's difference is averaged over seeds: the bootstrap "
+        "resamples images once for all seeds and the test counts the images each variant wins "
+        "on that average (per-seed results in statistics.csv). "
+        f"A difference is called significant only if the interval excludes 0 and p < {alpha:g}."
+    )
+
+
+def _fmt(x: Any, spec: str = ".2f", na: str = NA) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return na
+    return format(x, spec)
+
+
+def _pm(mean: Any, std: Any) -> str:
+    if _fmt(mean) == NA:
+        return NA
+    return f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def display_rows(table: pd.DataFrame, baseline: str) -> tuple[list[str], list[list[str]]]:
+    """Human-formatted cells shared by the Markdown and LaTeX tables."""
+    other = next(c for c in table.columns if c.startswith("top1_") and c.endswith("_mean_pct") and c != "top1_mean_pct")
+    header = ["Variant", "Seeds", "Top-1 (%)", "ΔTop-1", "Top-5 (%)", "ΔTop-5",
+              f"Top-1 ({other.split('_')[1]})", "Params", "Added params", "GMACs", "ΔGMACs", "Attn Gops",
+              "s / epoch", "Train total (min)", "Latency b1 (ms)", "ΔLatency (ms)", "Throughput (img/s)"]
+    rows = []
+    for _, r in table.iterrows():
+        ref = r["variant"] == baseline
+        tput = _fmt(r["throughput_img_s"], ",.0f")
+        if tput != NA and not pd.isna(r["throughput_batch"]):
+            tput += f" (batch {int(r['throughput_batch'])})"
+        total = r["train_seconds_total"]
+        latency = _fmt(r["latency_b1_ms"], ".2f")
+        if latency != NA and _fmt(r["latency_b1_p95_ms"]) != NA:
+            latency += f" (p95 {r['latency_b1_p95_ms']:.2f})"
+        rows.append([
+            str(r["variant"]), str(r["n_seeds"]),
+            _pm(r["top1_mean_pct"], r["top1_std_pct"]), "—" if ref else _fmt(r["top1_delta_pt"], "+.2f"),
+            _pm(r["top5_mean_pct"], r["top5_std_pct"]), "—" if ref else _fmt(r["top5_delta_pt"], "+.2f"),
+            _fmt(r[other]),
+            _fmt(None if pd.isna(r["params"]) else int(r["params"]), ","),
+            _fmt(None if pd.isna(r["added_params"]) else int(r["added_params"]), ","),
+            _fmt(r["gmacs"], ".3f"), "—" if ref else _fmt(r["gmacs_delta"], "+.3f"), _fmt(r["attention_gops"], ".4f"),
+            _fmt(r["epoch_seconds"], ".1f"), _fmt(None if pd.isna(total) else total / 60, ".1f"),
+            latency, "—" if ref else _fmt(r["latency_b1_delta_ms"], "+.2f"),
+            tput,
+        ])
+    return header, rows
+
+
+def stats_rows(comparisons: pd.DataFrame, *, pooled_only: bool = True) -> tuple[list[str], list[list[str]]]:
+    header = ["A vs B", "Seeds", "ΔTop-1 (pt)", "CI (pt)", "Images A better", "Images B better", "McNemar p", "Verdict"]
+    rows = []
+    if comparisons.empty:
+        return header, rows
+    for _, r in comparisons.iterrows():
+        if pooled_only and r["scope"] != "all":
+            continue
+        verdict = "significant" if r["significant"] else "not significant"
+        rows.append([
+            f"{r['a']} vs {r['b']}", str(r["n_seeds"]), f"{r['delta_pt']:+.2f}",
+            f"[{r['ci_low_pt']:+.2f}, {r['ci_high_pt']:+.2f}]",
+            f"{int(r['a_better_images']):,}", f"{int(r['b_better_images']):,}", format_p(r["mcnemar_p"]), verdict,
+        ])
+    return header, rows
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    return "\n".join([line(header), "|" + "|".join(align) + "|", *map(line, rows)])
+
+
+def results_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: str, other: str,
+                     baseline: str, alpha: float, n_boot: int, meta: Mapping[str, Any],
+                     notes: Sequence[str] = ()) -> str:
+    parts = ["# Results", "", caption(policy, other, meta), "", markdown_table(*display_rows(table, baseline))]
+    parts += ["", "## Statistics", "", stats_caption(alpha, n_boot), ""]
+    header, rows = stats_rows(comparisons)
+    if rows:
+        parts += [markdown_table(header, rows), ""]
+        parts += [f"- {v}" for v in comparisons.loc[comparisons["scope"] == "all", "verdict"]]
+    else:
+        parts.append("No paired predictions were found, so no statistics.")
+    if notes:
+        parts += ["", "## Notes", "", *[f"- {n}" for n in notes]]
+    return "\n".join(parts) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+            "±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "−": "$-$", "≥": r"$\geq$", "`": ""}
+    return "".join(repl.get(ch, ch) for ch in str(text))
+
+
+def latex_tabular(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def results_latex(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: str, other: str,
+                  baseline: str, alpha: float, n_boot: int, meta: Mapping[str, Any]) -> str:
+    """Two ``table*`` floats (needs booktabs and graphicx): results, then statistics."""
+    out = [
+        "% attnlab report; needs \\usepackage{booktabs,graphicx}",
+        r"\begin{table*}[t]", r"\centering", r"\caption{" + latex_escape(caption(policy, other, meta)) + "}",
+        r"\label{tab:results}", r"\resizebox{\textwidth}{!}{%",
+        latex_tabular(*display_rows(table, baseline)) + "}", r"\end{table*}", "",
+    ]
+    header, rows = stats_rows(comparisons)
+    if rows:
+        out += [r"\begin{table*}[t]", r"\centering", r"\caption{" + latex_escape(stats_caption(alpha, n_boot)) + "}",
+                r"\label{tab:statistics}", r"\resizebox{\textwidth}{!}{%", latex_tabular(header, rows) + "}",
+                r"\end{table*}", ""]
+    return "\n".join(out)

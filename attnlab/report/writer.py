@@ -1,0 +1,179 @@
+"""``write_report``: an ablation folder in, the paper's tables, statistics and figures out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import figures
+from ..models import VARIANTS
+from .comparisons import compare_variants, per_class_delta
+from .profile_json import read_profile
+from .records import POLICIES, RunRecord, check_policy, load_runs
+from .render import display_rows, markdown_table, results_latex, results_markdown
+from .table import group_by_variant, results_table
+
+
+def write_report(
+    ablation_dir: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    images: Any = None,
+    policy: str = "final",
+    alpha: float = 0.05,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    baseline: str = "baseline",
+    make_figures: bool = True,
+    n_images: int = 4,
+    block: str | None = None,
+    include_incomplete: bool = False,
+    device: str = "cpu",
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Write results.{csv,md,tex}, statistics.csv, per-class CSVs and figures/*.png.
+
+    Args:
+        policy: ``final`` (default: last epoch, no selection on val) or ``best`` (the epoch
+            with the best val Top-1, the usual but optimistic choice).
+        alpha: significance level; intervals are (1 - alpha) percentile intervals.
+        images: val images for the attention-map figure (uint8 N×H×W×3, or a normalised
+            float N×3×H×W tensor); ``data_root`` loads them with ``attnlab.data.cache``.
+        block: module block for the attention maps (e.g. ``layer2.3``); default: the
+            deepest with a map of at least 7×7.
+
+    Returns ``{"table", "statistics", "per_class", "markdown", "paths", "warnings"}``;
+    ``table`` and ``statistics`` are DataFrames, ``paths`` maps a name to the file written.
+    """
+    check_policy(policy)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    root = Path(ablation_dir)
+    runs, warnings = load_runs(root, include_incomplete=include_incomplete)
+    if not runs:
+        raise ValueError(f"no usable runs under {root / 'runs'}: " + "; ".join(warnings or ["empty"]))
+    variants = list(group_by_variant(runs))
+    profile, meta, pw = read_profile(root / "profile.json", variants)
+    warnings += pw
+    if not (root / "profile.json").is_file():
+        warnings.append("no profile.json: GMACs, latency and throughput are n/a (run `attnlab profile --json`)")
+    other = next(p for p in POLICIES if p != policy)
+    _check_epochs(runs, policy, warnings)
+
+    table = results_table(runs, policy=policy, profile=profile, baseline=baseline, warnings=warnings)
+    comps = compare_variants(runs, policy=policy, alpha=alpha, n_boot=n_boot, seed=seed,
+                             baseline=baseline, warnings=warnings)
+    paths: dict[str, Path] = {}
+    per_class: dict[str, pd.DataFrame] = {}
+    for a in (v for v in variants if len(VARIANTS.get(v, ())) >= 2):
+        pc = per_class_delta(runs, a, baseline, policy=policy, warnings=warnings)
+        if pc is not None:
+            per_class[f"{a}_vs_{baseline}"] = pc
+            paths[f"per_class_{a}_vs_{baseline}.csv"] = _write_csv(pc, root / f"per_class_{a}_vs_{baseline}.csv")
+    if make_figures:
+        paths.update(_figures(root, runs, table, per_class, policy, baseline, warnings))
+        paths.update(_attention_figure(root, runs, policy, data_root, images, n_images, block, device, warnings))
+
+    paths["results.csv"] = _write_csv(table, root / "results.csv")
+    paths["statistics.csv"] = _write_csv(comps, root / "statistics.csv")
+    kw = dict(policy=policy, other=other, baseline=baseline, alpha=alpha, n_boot=n_boot, meta=meta)
+    md = results_markdown(table, comps, notes=warnings, **kw)
+    paths["results.md"] = _write_text(md, root / "results.md")
+    paths["results.tex"] = _write_text(results_latex(table, comps, **kw), root / "results.tex")
+    if echo:
+        print(markdown_table(*display_rows(table, baseline)))
+        if not comps.empty:
+            print()
+            print("\n".join(comps.loc[comps["scope"] == "all", "verdict"]))
+        for w in warnings:
+            print(f"note: {w}")
+    return {"table": table, "statistics": comps, "per_class": per_class, "markdown": md,
+            "paths": paths, "warnings": warnings}
+
+
+def _check_epochs(runs: list[RunRecord], policy: str, warnings: list[str]) -> None:
+    """The predictions used for statistics must come from the epoch the table reports."""
+    for run in runs:
+        epoch = run.selected(policy)["epoch"]
+        preds = run.predictions(policy)
+        if preds is not None and preds.epoch is not None and epoch is not None and preds.epoch != epoch:
+            warnings.append(f"{run.path.name}: {policy} predictions are from epoch {preds.epoch} but "
+                            f"metrics.csv's {policy} epoch is {epoch}")
+
+
+def _figures(root: Path, runs: list[RunRecord], table: pd.DataFrame, per_class: dict[str, pd.DataFrame],
+             policy: str, baseline: str, warnings: list[str]) -> dict[str, Path]:
+    out_dir = root / "figures"
+    paths: dict[str, Path] = {}
+    curves = {v: [r.metrics for r in rs if not r.metrics.empty] for v, rs in group_by_variant(runs).items()}
+    paths["figures/val_top1.png"] = figures.plot_val_curves(curves, out_dir / "val_top1.png")
+    for col, label, name in (("gmacs", "GMACs", "top1_vs_gmacs.png"),
+                             ("latency_b1_ms", "latency at batch 1 (ms)", "top1_vs_latency.png")):
+        path = figures.plot_accuracy_vs_cost(table, col, label, out_dir / name)
+        if path is None:
+            warnings.append(f"figures/{name} not drawn: no {col} figures (profile.json)")
+        else:
+            paths[f"figures/{name}"] = path
+    for key, pc in per_class.items():
+        a = key.split("_vs_")[0]
+        name = f"per_class_{key}.png"
+        paths[f"figures/{name}"] = figures.plot_per_class_delta(pc, a, baseline, out_dir / name)
+    return paths
+
+
+def _attention_figure(root: Path, runs: list[RunRecord], policy: str, data_root: str | Path | None,
+                      images: Any, n_images: int, block: str | None, device: str,
+                      warnings: list[str]) -> dict[str, Path]:
+    if images is None and data_root is None:
+        return {}
+    import torch
+
+    from ..attention_maps import (
+        attention_panels,
+        denormalize_images,
+        load_checkpoint_model,
+        normalize_images,
+        select_images,
+    )
+
+    models = {}
+    for variant, vruns in group_by_variant(runs).items():
+        ckpt = vruns[0].checkpoint(policy)
+        if ckpt is None:
+            warnings.append(f"attention maps: no checkpoint for {variant} (seed {vruns[0].seed})")
+            continue
+        models[variant] = load_checkpoint_model(ckpt, device)
+    if not models:
+        warnings.append("attention maps not drawn: no checkpoints")
+        return {}
+    titles = None
+    if images is None:
+        from ..data.cache import prepare  # attnlab.data: the uint8 val cache
+
+        dataset = prepare(data_root)
+        idx = select_images(np.asarray(dataset.val.labels), n_images)
+        images = np.asarray(dataset.val.images)[idx]
+        names = list(getattr(dataset, "class_names", []) or [])
+        labels = np.asarray(dataset.val.labels)[idx]
+        titles = [f"val {i}: {names[y][:18] if y < len(names) else y}" for i, y in zip(idx, labels, strict=True)]
+    if isinstance(images, torch.Tensor) and images.is_floating_point():
+        x = images[:n_images].float()
+    else:
+        x = normalize_images(np.asarray(images)[:n_images])
+    panels = attention_panels(models, x, block=block)
+    path = figures.plot_attention_maps(denormalize_images(x), panels, root / "figures" / "attention_maps.png",
+                                       titles=titles)
+    return {"figures/attention_maps.png": path}
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    df.to_csv(path, index=False)
+    return path
+
+
+def _write_text(text: str, path: Path) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
