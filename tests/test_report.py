@@ -315,3 +315,17 @@ def test_cli_report(ablation: Path, capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "| Variant |" in printed and "hybrid vs baseline:" in printed and "wrote results.csv" in printed
     assert set(pd.read_csv(ablation / "results.csv")["policy"]) == {"best"}
+
+
+def test_best_epoch_ignores_nan_and_takes_the_earliest_tie(tmp_path: Path) -> None:
+    from attnlab.report import load_runs
+
+    make_run(tmp_path, "baseline", 0)
+    path = tmp_path / "runs" / "baseline_seed0" / "metrics.csv"
+    m = pd.read_csv(path)
+    m.loc[0, "val_top1"] = float("nan")
+    m.loc[2, "val_top1"] = m.loc[1, "val_top1"]  # tie between epochs 1 and 2
+    m.to_csv(path, index=False)
+    (run,), _ = load_runs(tmp_path)
+    assert run.selected("best")["epoch"] == 1
+    assert run.selected("final")["epoch"] == EPOCHS - 1

@@ -60,7 +60,9 @@ class RunRecord:
         check_policy(policy)
         if not self.metrics.empty and "val_top1" in self.metrics:
             m = self.metrics.sort_values("epoch", kind="stable").reset_index(drop=True)
-            i = len(m) - 1 if policy == "final" else int(m["val_top1"].to_numpy().argmax())
+            # NaN (a diverged epoch) is never the best; np.argmax alone would pick it
+            best = int(m["val_top1"].astype(float).fillna(-np.inf).to_numpy().argmax())
+            i = len(m) - 1 if policy == "final" else best
             row = m.iloc[i]
             return {k: _num(row.get(k)) for k in ("val_top1", "val_top5", "val_loss", "epoch")}
         entry = self.summary.get(_POLICY_FILES[policy][0]) or {}
