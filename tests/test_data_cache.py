@@ -138,6 +138,12 @@ def test_cache_of_another_source_version_is_refused(root: Path) -> None:
     ds = prepare(root, progress=False)
     with pytest.raises(CacheError, match="built from a different version of the source"):
         open_cache(ds.path, fingerprint="0" * 64)
+    meta = json.loads((ds.path / "meta.json").read_text())
+    del meta["counts"]
+    (ds.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match=r"meta.json: incomplete \(KeyError\('counts'\)\)"):
+        open_cache(ds.path)
+    assert not prepare(root, progress=False).reused  # and prepare rebuilds it
 
 
 def test_parallel_build_matches_serial(root: Path, tmp_path: Path) -> None:

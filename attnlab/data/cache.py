@@ -114,17 +114,21 @@ def open_cache(path: str | Path, *, fingerprint: str | None = None) -> CachedDat
                          f"expected {CACHE_FORMAT} v{CACHE_VERSION}")
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
         raise CacheError(f"{meta_path}: built from a different version of the source")
-    size = int(meta["image_size"])
+    try:
+        size = int(meta["image_size"])
+        counts = {split: int(meta["counts"][split]) for split in SPLITS}
+        classes, class_names = list(meta["classes"]), list(meta["class_names"])
+        source = Path(meta["source"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CacheError(f"{meta_path}: incomplete ({exc!r})") from None
     splits = {}
     for split in SPLITS:
-        n = int(meta["counts"][split])
+        n = counts[split]
         images = _load_array(path / f"{split}_images.npy", np.uint8, (n, size, size, 3))
         labels = _load_array(path / f"{split}_labels.npy", np.int64, (n,))
         splits[split] = CachedSplit(images, labels)
-    return CachedDataset(
-        root=Path(meta["source"]), classes=list(meta["classes"]), class_names=list(meta["class_names"]),
-        image_size=size, train=splits["train"], val=splits["val"], meta=meta, path=path,
-    )
+    return CachedDataset(root=source, classes=classes, class_names=class_names, image_size=size,
+                         train=splits["train"], val=splits["val"], meta=meta, path=path)
 
 
 def _load_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
