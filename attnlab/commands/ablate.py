@@ -61,5 +61,5 @@ def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_de
     if report:
         from ..report import write_report
 
-        write_report(out)
+        write_report(out, data_root=cfg.data.root)
     return 0
