@@ -9,17 +9,22 @@ that neuron from the other neurons of its channel:
 This is the official computation. Statistics are taken in float32 when the input is half
 precision (fp16/bf16), so a squared deviation never overflows to inf and the gate never
 turns NaN; the gate is cast back to the input dtype for the multiply.
+
+This eager form is the reference. ``attnlab.attention.fused`` computes the same function in
+one pass per plane (a Triton kernel pair on CUDA, or ``torch.compile``); ``SimAM(fused=...)``
+or ``fused.set_fused(mode)`` choose, and ``auto`` keeps this exact path on the CPU.
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import fused as _fused
 from .base import AttentionModule
 
 
-def simam_gate(x: torch.Tensor, e_lambda: float) -> torch.Tensor:
-    """The sigmoid gate SimAM multiplies ``x`` with (same shape and dtype as ``x``)."""
+def check_plane(x: torch.Tensor) -> int:
+    """n = H*W - 1, the variance's divisor; a 1x1 map (n = 0) is refused, never NaN."""
     h, w = x.shape[-2:]
     n = h * w - 1
     if n < 1:
@@ -28,6 +33,12 @@ def simam_gate(x: torch.Tensor, e_lambda: float) -> torch.Tensor:
             f"(input shape {tuple(x.shape)}): its variance divides by H*W-1, so a 1x1 map "
             "would give NaN. Remove SimAM from this stage, or use a larger input size."
         )
+    return n
+
+
+def simam_gate(x: torch.Tensor, e_lambda: float) -> torch.Tensor:
+    """The sigmoid gate SimAM multiplies ``x`` with (same shape and dtype as ``x``)."""
+    n = check_plane(x)
     xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     d = (xs - xs.mean(dim=(-2, -1), keepdim=True)).pow(2)
     v = d.sum(dim=(-2, -1), keepdim=True) / n
@@ -36,18 +47,28 @@ def simam_gate(x: torch.Tensor, e_lambda: float) -> torch.Tensor:
 
 
 class SimAM(AttentionModule):
-    """Parameter-free 3-D attention; ``e_lambda`` is the energy regulariser (official 1e-4)."""
+    """Parameter-free 3-D attention; ``e_lambda`` is the energy regulariser (official 1e-4).
+
+    ``fused``: ``None`` follows ``fused.set_fused`` (default ``auto``: Triton on CUDA, this
+    exact eager path on CPU); or one of ``eager``, ``compile``, ``triton``, ``auto``.
+    """
 
     kind = "simam"
 
-    def __init__(self, channels: int | None = None, e_lambda: float = 1e-4) -> None:
+    def __init__(self, channels: int | None = None, e_lambda: float = 1e-4, fused: str | None = None) -> None:
         super().__init__()
         if not e_lambda > 0:
             raise ValueError(f"SimAM e_lambda must be > 0 (it keeps v + lambda away from 0), got {e_lambda}")
         self.e_lambda = float(e_lambda)
+        self.fused = None if fused is None else _fused.resolve_name(fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * simam_gate(x, self.e_lambda)
+        mode = _fused.resolve(self.fused, x)
+        if mode == "eager":
+            return x * simam_gate(x, self.e_lambda)
+        check_plane(x)
+        return _fused.simam(x, self.e_lambda, mode)
 
     def extra_repr(self) -> str:
-        return f"e_lambda={self.e_lambda:g}"
+        extra = "" if self.fused is None else f", fused={self.fused}"
+        return f"e_lambda={self.e_lambda:g}{extra}"
