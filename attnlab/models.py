@@ -54,20 +54,41 @@ class Placement:
         )
 
 
-# The study's official sites (DESIGN.md): SimAM after conv2 (before bn2), EMA after bn3.
-OFFICIAL_SITES: dict[str, str] = {"simam": "post_conv2", "ema": "pre_add"}
+# Each kind's customary site (DESIGN.md and the modules' official code): SimAM after the
+# block's last 3x3 conv (before its BN); EMA and its lineage (SE, CBAM, ECA, coordinate
+# attention) after the residual branch's last BN, before the add. The same names exist in
+# bottleneck and basic blocks (see attnlab.blocks).
+OFFICIAL_SITES: dict[str, str] = {
+    "simam": "post_conv2",
+    "ema": "pre_add",
+    "se": "pre_add",
+    "cbam": "pre_add",
+    "eca": "pre_add",
+    "ca": "pre_add",
+}
 
-# variant name -> attention kinds, in the order they act within a block.
+# variant name -> attention kinds, in the order they act within a block. Listed in the
+# modules' lineage (SE -> CBAM -> ECA -> CA -> SimAM -> EMA -> hybrid): reports sort
+# variants in this order, so the hybrid comes after the modules it builds on.
 VARIANTS: dict[str, tuple[str, ...]] = {
     "baseline": (),
+    "se": ("se",),
+    "cbam": ("cbam",),
+    "eca": ("eca",),
+    "ca": ("ca",),
     "simam": ("simam",),
     "ema": ("ema",),
     "hybrid": ("simam", "ema"),
 }
 
+# The defaults each kind is built with, spelled out so a run's config records them.
 DEFAULT_ATTENTION_KWARGS: dict[str, dict[str, Any]] = {
     "simam": {"e_lambda": 1e-4},
     "ema": {"factor": 32},
+    "se": {"reduction": 16},
+    "cbam": {"reduction": 16, "spatial_kernel": 7},
+    "eca": {"gamma": 2.0, "beta": 1.0},  # kernel size adapted to the channel count
+    "ca": {"reduction": 32, "min_channels": 8},
 }
 
 # backbone name -> (block, blocks per stage, extra ResNet kwargs); names follow torchvision.
@@ -135,8 +156,9 @@ def create_model(
     """Build a study model.
 
     Args:
-        variant: ``baseline``, ``simam``, ``ema`` or ``hybrid`` (ignored for the attention
-            layout when ``placements`` is given, but kept as the model's label).
+        variant: a key of ``VARIANTS``: the study's ``baseline``, ``simam``, ``ema``,
+            ``hybrid``, or one of the lineage modules ``se``, ``cbam``, ``eca``, ``ca`` (ignored
+            for the attention layout when ``placements`` is given, but kept as the model's label).
         backbone: a key of ``BACKBONES``.
         weights: ``None``; a torchvision weight name (``IMAGENET1K_V1``, ``IMAGENET1K_V2``,
             ``DEFAULT``); ``timm:<pretrained tag>``; or a local file (state_dict or

@@ -7,13 +7,21 @@ from collections.abc import Callable
 from torch import nn
 
 from .base import AttentionModule
+from .cbam import CBAM
+from .coord import CoordAttention
+from .eca import ECA
 from .ema import EMA
+from .se import SE
 from .simam import SimAM
 
 # name -> factory(channels, **kwargs). A new module is one file plus one line here.
 ATTENTION_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "simam": SimAM,
     "ema": EMA,
+    "se": SE,
+    "cbam": CBAM,
+    "eca": ECA,
+    "ca": CoordAttention,
 }
 
 
@@ -33,4 +41,15 @@ def build_attention(name: str, channels: int, **kwargs) -> nn.Module:
     return factory(channels, **kwargs)
 
 
-__all__ = ["ATTENTION_REGISTRY", "AttentionModule", "EMA", "SimAM", "build_attention", "register_attention"]
+__all__ = [
+    "ATTENTION_REGISTRY",
+    "AttentionModule",
+    "CBAM",
+    "CoordAttention",
+    "ECA",
+    "EMA",
+    "SE",
+    "SimAM",
+    "build_attention",
+    "register_attention",
+]
