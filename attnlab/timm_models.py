@@ -42,3 +42,15 @@ def resnet50_ema(pretrained: bool = False, **kwargs: Any) -> AttnResNet:
 def resnet50_simam_ema(pretrained: bool = False, **kwargs: Any) -> AttnResNet:
     """ResNet-50 with the SimAM-EMA hybrid: SimAM after conv2, EMA after bn3."""
     return _create("hybrid", "resnet50", pretrained, **kwargs)
+
+
+@register_model
+def resnet18_simam_ema(pretrained: bool = False, **kwargs: Any) -> AttnResNet:
+    """ResNet-18 with the hybrid: SimAM after each basic block's second conv, EMA after bn2."""
+    return _create("hybrid", "resnet18", pretrained, **kwargs)
+
+
+@register_model
+def resnet34_simam_ema(pretrained: bool = False, **kwargs: Any) -> AttnResNet:
+    """ResNet-34 with the hybrid: SimAM after each basic block's second conv, EMA after bn2."""
+    return _create("hybrid", "resnet34", pretrained, **kwargs)

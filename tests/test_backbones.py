@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 import torchvision
 
+import attnlab  # noqa: F401  (registers the timm names)
 from attnlab.blocks import BASIC_SITES
 from attnlab.config import TrainConfig
 from attnlab.engine.optim import build_optimizer
@@ -256,3 +258,13 @@ def test_resnext50_hybrid_forward_and_backward() -> None:
     out.logsumexp(dim=1).mean().backward()
     assert torch.isfinite(out).all()
     assert model.layer4[2].ema.conv3x3.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name,backbone", [("resnet18_simam_ema", "resnet18"), ("resnet34_simam_ema", "resnet34")])
+def test_timm_names_for_basic_block_hybrids(name: str, backbone: str) -> None:
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=200)
+        ref = create_model("hybrid", backbone=backbone)
+    assert (model.backbone_name, model.variant) == (backbone, "hybrid")
+    assert list(model.state_dict()) == list(ref.state_dict())
+    assert count_parameters(model)["total"] == count_parameters(ref)["total"]
