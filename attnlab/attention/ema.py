@@ -16,12 +16,23 @@ The submodule names (``gn``, ``conv1x1``, ``conv3x3``) match the official implem
 so its state_dicts load unchanged. Parameters per module: 10 c'^2 + 4 c'.
 
 The forward computes the official function (tests compare it, forward and backward, with
-the official structure and with a float64 reimplementation) in an order that moves fewer
-bytes: the groups stay a view ``(b, g, c', h, w)`` of the input (no copy of a
-channels_last tensor, and the output keeps the input's layout); the shared 1x1 conv acts
-on the two pooled maps separately (no concat and split); GroupNorm's output
-x1 = (gated - mean) * scale + beta is never materialised outside the NCHW eager path, and
-its spatial mean, which the cross-spatial softmax needs, is exactly ``gn.bias``.
+the official structure and with a float64 reimplementation) along one of two paths:
+
+* ``fold`` (NCHW in eager mode; on the CPU for every layout): the official structure, with
+  groups folded into the batch (a free view of an NCHW tensor), the GroupNorm kernel and
+  batched matmuls; a channels_last input is copied to NCHW and the output back, which on
+  the CPU costs less than strided kernels on a channels_last tensor (measured).
+* ``view`` (channels_last on CUDA, and always inside ``torch.compile``): no copy at all.
+  The groups stay a view ``(b, g, c', h, w)`` of the input; the shared 1x1 conv acts on
+  the two pooled maps separately; GroupNorm (one channel per group: each channel
+  normalised over (h, w)) is computed in place of layout as x1 = (gated - mean) * scale
+  + beta and x1 is never materialised; the 3x3 conv is a grouped conv with the shared
+  kernel repeated per group; the cross-spatial sums are elementwise products summed over
+  channels, which Inductor fuses into one reduction.
+
+Both use one identity: GAP(x1), which the cross-spatial softmax needs, is exactly
+``gn.bias`` (x1's spatial mean), so that softmax needs no pass over x1.
+``EMA.strategy`` (``auto``, ``fold``, ``view``) overrides the choice, for benchmarks.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ class EMA(AttentionModule):
     """Efficient Multi-Scale Attention; ``factor`` is the number of channel groups."""
 
     kind = "ema"
+    strategy = "auto"  # "auto" | "fold" | "view": which forward path (module docstring)
 
     def __init__(self, channels: int, factor: int = 32) -> None:
         super().__init__()
@@ -64,30 +76,61 @@ class EMA(AttentionModule):
         b, c, h, w = x.shape
         if c != self.channels:
             raise ValueError(f"EMA was built for {self.channels} channels but got input {tuple(x.shape)}")
-        g = self.groups
-        cg = c // g
-        # (b, g, c', h, w): splitting the channel axis is a view in NCHW and channels_last
-        # alike, unlike folding the groups into the batch (a full copy for channels_last).
-        x5 = x.view(b, g, cg, h, w)
-        # 1x1 branch: the shared 1x1 conv acts on each pooled position on its own, so it is
-        # applied to the H- and W-pooled maps separately (no concat, no split).
+        if self._path(x) == "view":
+            return self._forward_view(x)
+        if x.is_contiguous():
+            return self._forward_fold(x)
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return self._forward_fold(x.contiguous()).contiguous(memory_format=fmt)
+
+    def _path(self, x: torch.Tensor) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        if torch.compiler.is_compiling():
+            return "view"
+        return "view" if x.device.type == "cuda" and not x.is_contiguous() else "fold"
+
+    def _forward_fold(self, x: torch.Tensor) -> torch.Tensor:
+        """The official structure on a contiguous NCHW ``x`` (groups folded into the batch)."""
+        b, c, h, w = x.shape
+        g, cg = self.groups, c // self.groups
+        gx = x.view(b * g, cg, h, w)
+        x_h = gx.mean(dim=3, keepdim=True)                      # (bg, c', h, 1)
+        x_w = gx.mean(dim=2, keepdim=True).transpose(2, 3)      # (bg, c', w, 1)
+        a_h, a_w = torch.split(self.conv1x1(torch.cat([x_h, x_w], dim=2)), [h, w], dim=2)
+        x1 = self.gn(gx * a_h.sigmoid() * a_w.transpose(2, 3).sigmoid())
+        x2 = self.conv3x3(gx)
+        acc = _accumulation_dtype(x)
+        q1 = torch.softmax(self.gn.bias.to(acc), dim=0)                            # = softmax(GAP(x1))
+        q2 = torch.softmax(x2.mean(dim=(2, 3)), dim=-1, dtype=acc).unsqueeze(1)    # (bg, 1, c')
+        spatial = torch.matmul(q1.to(x2.dtype), x2.view(b * g, cg, h * w)) + torch.matmul(
+            q2.to(x1.dtype), x1.view(b * g, cg, h * w)
+        ).squeeze(1)
+        gate = spatial.view(b * g, 1, h, w).sigmoid().to(x.dtype)
+        return (gx * gate).view(b, c, h, w)
+
+    def _forward_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function on a (b, g, c', h, w) view of ``x``: no copy, layout kept."""
+        b, c, h, w = x.shape
+        g, cg = self.groups, c // self.groups
+        x5 = x.view(b, g, cg, h, w)  # splitting C is a view in NCHW and channels_last alike
+        # 1x1 branch: the shared 1x1 conv on the H- and W-pooled maps separately.
         w1 = self.conv1x1.weight.flatten(1)
         gate_h = torch.sigmoid(F.linear(x5.mean(dim=4).transpose(-1, -2), w1, self.conv1x1.bias))
         gate_w = torch.sigmoid(F.linear(x5.mean(dim=3).transpose(-1, -2), w1, self.conv1x1.bias))
         gated = x5 * gate_h.transpose(-1, -2).unsqueeze(-1) * gate_w.transpose(-1, -2).unsqueeze(-2)
-        # GroupNorm(c', c') normalises each channel over (h, w): x1 = xm * scale + beta.
+        # GroupNorm(c', c'): x1 = xm * scale + beta, with xm = gated - its spatial mean.
         xm, scale = _centre_scale(gated, self.gn.weight, self.gn.eps)
         beta = self.gn.bias
-        # 3x3 branch.
         x2 = self._conv3x3(x, x5)
-        # Cross-spatial learning. GAP(x1) is exactly beta (x1's spatial mean), so the
-        # softmax of branch 1 needs no pass over x1; the other uses x2's channel means.
-        acc = xm.dtype  # float32 for half inputs, else the input's own precision
+        acc = xm.dtype
         q1 = torch.softmax(beta.to(acc), dim=0)                                     # (c',)
         q2 = torch.softmax(x2.mean(dim=(-2, -1)), dim=-1, dtype=acc)               # (b, g, c')
-        spatial = _cross_spatial(q1, x2, q2, xm, scale, beta)                       # (b, g, h, w)
-        gate = spatial.sigmoid().to(x.dtype).unsqueeze(2)
-        return (x5 * gate).view(b, c, h, w)
+        # sum_c q1 x2 + sum_c q2 x1, as products summed over c' (one fused reduction).
+        coef = (q2 * scale.flatten(2))[..., None, None]                            # (b, g, c', 1, 1)
+        const = (q2 * beta.to(acc)).sum(-1)[..., None, None]                       # (b, g, 1, 1)
+        spatial = torch.addcmul(x2 * q1[:, None, None], xm, coef).sum(dim=2) + const
+        return (x5 * spatial.sigmoid().to(x.dtype).unsqueeze(2)).view(b, c, h, w)
 
     def _conv3x3(self, x: torch.Tensor, x5: torch.Tensor) -> torch.Tensor:
         """The shared 3x3 conv on every group, as (b, g, c', h, w), without copying ``x``."""
@@ -95,7 +138,7 @@ class EMA(AttentionModule):
         conv = self.conv3x3
         if x.is_contiguous():  # NCHW: folding the groups into the batch is a view
             return conv(x.view(b * g, cg, h, w)).view(b, g, cg, h, w)
-        # channels_last: the same kernel on each group is a grouped conv with it repeated
+        # otherwise the same kernel on each group is a grouped conv with it repeated
         weight = conv.weight.repeat(g, 1, 1, 1)
         bias = None if conv.bias is None else conv.bias.repeat(g)
         return F.conv2d(x, weight, bias, padding=1, groups=g).view(b, g, cg, h, w)
@@ -104,33 +147,17 @@ class EMA(AttentionModule):
         return f"channels={self.channels}, factor={self.groups}"
 
 
+def _accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
 def _centre_scale(gated: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """GroupNorm with one channel per group, split as (x - mean, weight / sqrt(var + eps)).
 
     Statistics in float32 for half inputs (as GroupNorm under autocast); the layout of
     ``gated`` is kept (GroupNorm on CUDA would copy channels_last input to NCHW).
     """
-    gf = gated.float() if gated.dtype in (torch.float16, torch.bfloat16) else gated
+    gf = gated.to(_accumulation_dtype(gated))
     var, mean = torch.var_mean(gf, dim=(-2, -1), unbiased=False, keepdim=True)
     scale = torch.rsqrt(var + eps) * weight.to(gf.dtype)[:, None, None]
     return gf - mean, scale
-
-
-def _cross_spatial(
-    q1: torch.Tensor, x2: torch.Tensor, q2: torch.Tensor, xm: torch.Tensor, scale: torch.Tensor, beta: torch.Tensor
-) -> torch.Tensor:
-    """sum_c q1[c] x2[c] + sum_c q2[c] x1[c] per (sample, group, h, w), x1 = xm * scale + beta.
-
-    NCHW tensors in eager mode: two batched matmuls on views (as the official module).
-    Otherwise (channels_last, or inside torch.compile) an elementwise product summed over
-    the channels: no copy in eager mode, and one fused reduction under Inductor.
-    """
-    b, g, cg, h, w = x2.shape
-    if x2.is_contiguous() and xm.is_contiguous() and not torch.compiler.is_compiling():
-        x1 = torch.addcmul(beta.to(xm.dtype)[:, None, None], xm, scale)
-        s1 = torch.matmul(q1.to(x2.dtype), x2.view(b * g, cg, h * w))                # (bg, hw)
-        s2 = torch.matmul(q2.view(b * g, 1, cg).to(x1.dtype), x1.view(b * g, cg, h * w))
-        return (s1 + s2.squeeze(1)).view(b, g, h, w)
-    coef = (q2 * scale.flatten(2))[..., None, None]                               # (b, g, c', 1, 1)
-    const = (q2 * beta.to(q2.dtype)).sum(-1)[..., None, None]                          # (b, g, 1, 1)
-    return torch.addcmul(x2 * q1[:, None, None], xm, coef).sum(dim=2) + const
