@@ -211,3 +211,13 @@ def test_cuda_batches_match_cpu() -> None:  # pragma: no cover - GPU machines on
     gpu = _epoch(BatchLoader(split, batch_size=8, train=True, seed=9, augment=cfg, device="cuda"))
     assert gpu[0].device.type == "cuda"
     assert all(torch.allclose(p, q.cpu(), atol=1e-5) for p, q in zip(cpu, gpu, strict=True))
+
+
+def test_cpu_batches_leave_the_callers_thread_setting_alone() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = [torch.get_num_threads() for _ in BatchLoader(_split(n=8), batch_size=4, train=True)]
+        assert seen == [2, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

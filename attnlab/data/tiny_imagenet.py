@@ -408,7 +408,8 @@ def scan(root: str | Path | FolderSource | ZipSource) -> TinyImageNetIndex:
         keys.append(f"val/images/{name}={val_entries[name]}")
     if not val_names:
         raise DataError(f"{ann_where}: lists no images. {_cap(redo)}.")
-    empty_val = [w for w in classes if index_of[w] not in set(val_labels)]
+    with_val = set(val_labels)
+    empty_val = [w for w in classes if index_of[w] not in with_val]
     if empty_val:
         notes.append(f"{len(empty_val)} classes have no val images (e.g. {empty_val[0]})")
     unlisted = sum(1 for n in val_entries if _is_image_name(n) and n not in listed_files)
