@@ -50,7 +50,7 @@ def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_de
     if profile:
         from ..data.cache import open_dataset
 
-        data = open_dataset(cfg.data.root, cfg.data.cache_dir, progress=False)
+        data = open_dataset(cfg.data.root, cfg.data.cache_dir, size=cfg.data.image_size, progress=False)
         device = profile_device or cfg.train.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

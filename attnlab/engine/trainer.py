@@ -95,10 +95,11 @@ def open_data(cfg: ExperimentConfig, info: DistInfo):
             s = cfg.data.synthetic
             write_synthetic(root, classes=s.classes, train_per_class=s.train_per_class,
                             val_per_class=s.val_per_class, size=s.size, seed=s.seed)
-        data = open_dataset(root, cfg.data.cache_dir, workers=cfg.data.workers, progress=cfg.train.progress)
+        data = open_dataset(root, cfg.data.cache_dir, size=cfg.data.image_size, workers=cfg.data.workers,
+                            progress=cfg.train.progress)
     barrier(info)
     if not info.is_main:
-        data = open_dataset(root, cfg.data.cache_dir, progress=False)
+        data = open_dataset(root, cfg.data.cache_dir, size=cfg.data.image_size, progress=False)
     return data
 
 
