@@ -79,14 +79,34 @@ class CacheError(RuntimeError):
 
 
 def scan_source(root: str | Path) -> TinyImageNetIndex:
-    """The validated index of ``root``: a folder, a .zip, or a parquet copy."""
-    from . import parquet
+    """The validated index of ``root``, its layout detected: the Tiny ImageNet folder or .zip,
+    its parquet copy, CIFAR-100 (python pickles), or an ImageFolder train/val tree."""
+    from . import cifar, imagefolder, parquet
 
     if parquet.is_parquet_source(root):
         return parquet.scan_parquet(root)  # type: ignore[return-value]
+    if cifar.is_cifar_source(root):
+        return cifar.scan_cifar(root)
+    if imagefolder.is_imagefolder_source(root):
+        return imagefolder.scan_imagefolder(root)
     from .tiny_imagenet import scan
 
+    path = Path(root).expanduser()
+    if not path.exists() or (path.is_dir() and not _tiny_like(path)):
+        raise DataError(
+            f"{path}: {'not found' if not path.exists() else 'not a dataset layout attnlab reads'}. "
+            "Pass the Tiny ImageNet folder (holding wnids.txt, train/, val/) or its .zip, a folder "
+            "with its parquet copy (train-*.parquet, valid-*.parquet), the extracted cifar-100-python/ "
+            "folder (train, test, meta), or an ImageFolder tree (train/<class>/, val/<class>/)."
+        )
     return scan(root)
+
+
+def _tiny_like(path: Path) -> bool:
+    """Tiny ImageNet here or one level down, or a damaged copy of it (train/ or val/ present)."""
+    if any((path / name).exists() for name in ("wnids.txt", "train", "val")):
+        return True
+    return any((p / "wnids.txt").is_file() for p in path.iterdir() if p.is_dir())
 
 
 def default_cache_dir(root: str | Path) -> Path:
@@ -145,14 +165,17 @@ def _load_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def prepare(root: str | Path, cache_dir: str | Path | None = None, *, workers: int | None = None,
-            progress: bool = True, force: bool = False, size: int = 64) -> CachedDataset:
+            progress: bool = True, force: bool = False, size: int | None = None) -> CachedDataset:
     """Validate ``root`` and return its cache, building it if missing, stale or damaged.
 
     ``workers``: decode processes (default: all CPUs available to this process, or 1 for
-    small sets); ``force`` rebuilds even a fresh cache; ``size`` is the cached side length.
+    small sets); ``force`` rebuilds even a fresh cache; ``size`` is the cached side length
+    (None: the dataset's native size, 64 for Tiny ImageNet and ImageFolder trees, 32 for
+    CIFAR-100, which refuses any other).
     """
     root = Path(root).expanduser()
     index = scan_source(root)
+    size = index.cache_size(size)
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
     final = cache_dir / cache_name(index.kind, size, index.fingerprint)
     if final.exists() and not force:

@@ -213,8 +213,15 @@ def open_source(root: str | Path) -> FolderSource | ZipSource:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_image(data: bytes, where: str, size: int = 64) -> tuple[np.ndarray, bool]:
-    """One image file -> (uint8 array (size, size, 3), whether it had to be resized)."""
+DEFAULT_SIZE = 64  # Tiny ImageNet's native side; also the default for ImageFolder trees
+DAMAGED_FIX = ("get a fresh copy of the dataset, or delete this file (and its line in "
+               "val/val_annotations.txt if it is a val image)")
+
+
+def decode_image(data: bytes, where: str, size: int = 64, fix: str = DAMAGED_FIX) -> tuple[np.ndarray, bool]:
+    """One image file -> (uint8 array (size, size, 3), whether it had to be resized).
+
+    ``fix`` ends the message for an undecodable file (each layout knows its own remedy)."""
     from PIL import Image
 
     try:
@@ -222,9 +229,7 @@ def decode_image(data: bytes, where: str, size: int = 64) -> tuple[np.ndarray, b
             rgb = im.convert("RGB")  # grayscale (L), CMYK, palette -> RGB; forces full decode
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(
-            f"{where}: cannot be decoded as an image ({exc}). The file is damaged: "
-            "get a fresh copy of the dataset, or delete this file (and its line in "
-            "val/val_annotations.txt if it is a val image)."
+            f"{where}: cannot be decoded as an image ({exc}). The file is damaged: {fix}."
         ) from None
     resized = rgb.size != (size, size)
     if resized:
@@ -241,14 +246,14 @@ class DecodedChunk:
     errors: list[str] = field(default_factory=list)
 
 
-def decode_files(source: Source, names: list[str], size: int) -> DecodedChunk:
+def decode_files(source: Source, names: list[str], size: int, fix: str = DAMAGED_FIX) -> DecodedChunk:
     """Decode ``names`` (relative paths) from ``source``; runs in a worker process."""
     out = np.zeros((len(names), size, size, 3), dtype=np.uint8)
     chunk = DecodedChunk(out)
     for i, rel in enumerate(names):
         where = source.where(rel)
         try:
-            out[i], resized = decode_image(source.read(rel), where, size)
+            out[i], resized = decode_image(source.read(rel), where, size, fix)
         except DataError as exc:
             chunk.errors.append(str(exc))
             continue
@@ -296,6 +301,10 @@ class TinyImageNetIndex:
     @property
     def location(self) -> Path:
         return self.source.location
+
+    def cache_size(self, size: int | None) -> int:
+        """The cached side length for a requested ``size`` (None: the native 64)."""
+        return DEFAULT_SIZE if size is None else size
 
     def tasks(self, split: str, chunk_size: int, size: int) -> list[tuple[int, partial[DecodedChunk]]]:
         """Picklable decode tasks (start offset, callable) covering ``split`` in order."""
