@@ -108,6 +108,8 @@ class ExperimentConfig:
     variants: list[str] = field(default_factory=lambda: ["baseline", "simam", "ema", "hybrid"])
     seeds: list[int] = field(default_factory=lambda: [0])
     variant_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a sweep instead of `variants`: row name -> model.placements (attnlab.sweep; --sweep sites)
+    sweep: dict[str, list[dict[str, Any]]] | None = None
 
     @property
     def run_name(self) -> str:
