@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,6 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="ablation folder (default: the config's output_dir)")
     p.add_argument("--variants", help="comma-separated, e.g. baseline,hybrid (default: the config's)")
     p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (default: the config's)")
+    p.add_argument("--sweep", choices=("sites",), default=None,
+                   help="train a built-in sweep instead of the variants: 'sites' = the hybrid at 7 "
+                   "insertion layouts (official, both at pre_add in either order, stages 3-4, stages "
+                   "1-2, last block per stage, both at post_add), one table row each")
     p.add_argument("--no-profile", action="store_true", help="skip the efficiency profile")
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
     p.add_argument("--profile-device", default=None, help="device for the profile (default: the training device)")
@@ -23,16 +28,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..config import ConfigError, load_config
+    from ..data.tiny_imagenet import DataError
+    from ..sweep import builtin_sweep, check_sweep
 
     overrides = list(args.overrides)
     if args.variants:
         overrides.append(f"variants=[{args.variants}]")
     if args.seeds:
         overrides.append(f"seeds=[{args.seeds}]")
-    cfg = load_config(args.config, overrides)
-    return run_study(cfg, args.out or cfg.output_dir, profile=not args.no_profile,
-                     report=not args.no_report, profile_device=args.profile_device)
+    try:
+        cfg = load_config(args.config, overrides)
+        if args.sweep:
+            cfg.sweep = builtin_sweep(args.sweep, cfg.model.backbone)
+        if cfg.sweep is not None and args.variants:
+            raise ConfigError("--variants does not apply to a sweep: its rows are the sweep's layouts "
+                              "(add one with placements [] for a baseline row)")
+        check_sweep(cfg)
+        return run_study(cfg, args.out or cfg.output_dir, profile=not args.no_profile,
+                         report=not args.no_report, profile_device=args.profile_device)
+    except (ConfigError, DataError) as err:  # the user's to fix: the message, not a traceback
+        print(f"attnlab ablate: error: {err}", file=sys.stderr)
+        return 2
 
 
 def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_device: str | None = None,
@@ -42,6 +59,7 @@ def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_de
 
     from ..ablation import profile_grid, run_grid
     from ..engine.distributed import init_distributed
+    from ..sweep import reference, run_labels
 
     run_grid(cfg, out)
     info = init_distributed("cpu")
@@ -55,11 +73,11 @@ def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_de
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         size = cfg.data.augment.train_size or data.image_size
-        print(f"profiling {', '.join(cfg.variants)} on {device} at {size}x{size} ...")
+        print(f"profiling {', '.join(run_labels(cfg))} on {device} at {size}x{size} ...")
         profile_grid(cfg, out, image_size=size, num_classes=len(data.classes), device=device,
                      **(profile_kwargs or {}))
     if report:
         from ..report import write_report
 
-        write_report(out, data_root=cfg.data.root)
+        write_report(out, data_root=cfg.data.root, baseline=reference(cfg))
     return 0

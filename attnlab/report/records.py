@@ -146,8 +146,11 @@ def load_runs(ablation_dir: str | Path, *, include_incomplete: bool = False) -> 
 
 
 def variant_sort_key(variant: str) -> tuple[int, str]:
-    """The study's order (baseline, simam, ema, hybrid), then any others by name."""
-    order = list(VARIANTS)
+    """The study's order (baseline, simam, ema, hybrid), then the built-in sweep's layouts in
+    its order (official first), then any others by name."""
+    from ..sweep import SITE_LAYOUT_NAMES
+
+    order = list(VARIANTS) + [n for n in SITE_LAYOUT_NAMES if n not in VARIANTS]
     return (order.index(variant), "") if variant in order else (len(order), variant)
 
 
