@@ -60,7 +60,7 @@ class AugmentSettings:
 class DataConfig:
     root: str = "data/tiny-imagenet-200"   # extracted folder or the downloaded .zip
     cache_dir: str | None = None
-    image_size: int = 64                  # cached resolution (Tiny ImageNet's native 64)
+    image_size: int | None = None         # cached resolution; None = native (64; CIFAR-100 32)
     synthetic: SyntheticConfig | None = None
     batch_size: int = 128
     eval_batch_size: int = 256

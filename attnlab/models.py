@@ -278,6 +278,28 @@ def describe(model: AttnResNet) -> str:
     return "\n".join(lines)
 
 
+def check_forward_shapes(model: nn.Module, image_size: int) -> None:
+    """Run a shape-only forward pass on the meta device; raise ValueError naming the module that fails.
+
+    Catches placements that cannot work at a resolution (SimAM on a 1x1 map, say) before
+    any data is read or any time is spent. ``model`` must live on the meta device.
+    """
+    entered: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: entered.append(n))
+               for n, m in attention_modules(model)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(2, 3, image_size, image_size, device="meta"))
+    except NotImplementedError:  # an op without a meta kernel: nothing can be concluded
+        return
+    except (ValueError, RuntimeError) as err:
+        where = f" at {entered[-1]}" if entered else ""
+        raise ValueError(f"fails{where} on {image_size}x{image_size} inputs: {err}") from None
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def forward_check(model: nn.Module, image_size: int = 64, batch: int = 2) -> torch.Size:
     """Run one forward pass on random input and check the output is finite."""

@@ -138,22 +138,10 @@ def _build_on_meta(cfg: ExperimentConfig, name: str, placements: list[dict[str, 
 
 
 def _check_forward(model: Any, name: str, image_size: int) -> None:
-    """One forward pass of a meta tensor: shapes only, no compute; names the failing module."""
-    import torch
+    """Shape-only forward on the meta device; the error names the layout and the failing module."""
+    from .models import check_forward_shapes
 
-    from .models import attention_modules
-
-    entered: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: entered.append(n))
-               for n, m in attention_modules(model)]
     try:
-        with torch.no_grad():
-            model.eval()(torch.empty(2, 3, image_size, image_size, device="meta"))
-    except NotImplementedError:  # an op without a meta kernel: nothing can be concluded
-        return
-    except (ValueError, RuntimeError) as err:
-        where = f" at {entered[-1]}" if entered else ""
-        raise ConfigError(f"sweep.{name}: fails{where} on {image_size}x{image_size} inputs: {err}") from None
-    finally:
-        for h in handles:
-            h.remove()
+        check_forward_shapes(model, image_size)
+    except ValueError as err:
+        raise ConfigError(f"sweep.{name}: {err}") from None

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from attnlab.config import from_dict
+from attnlab.config import ConfigError, from_dict
 from attnlab.data.synthetic import write_synthetic
 from attnlab.engine.trainer import Trainer, TrainingDiverged, build_model
 from attnlab.models import parameter_groups
@@ -156,3 +156,12 @@ def test_ddp_on_two_gloo_processes(dataset_root: Path, tmp_path: Path) -> None:
     ema = [k for k in init if ".ema." in k]
     assert ema and all(torch.equal(ckpt["model"][k], init[k]) for k in ema)
     assert not torch.equal(ckpt["model"]["conv1.weight"], init["conv1.weight"])
+
+
+def test_impossible_placement_stops_before_training(tmp_path: Path) -> None:
+    root = write_synthetic(tmp_path / "small", classes=2, train_per_class=4, val_per_class=1, size=32, seed=0)
+    raw = tiny_config(root, tmp_path)
+    raw["data"]["image_size"] = 32
+    with pytest.raises(ConfigError, match=r"fails at layer4\.0\.simam on 32x32 inputs.*data.augment.train_size"):
+        Trainer(from_dict(raw))
+    assert not (tmp_path / "hybrid_seed3").exists()

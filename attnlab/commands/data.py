@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         q = dsub.add_parser(name, help=helptext)
         q.add_argument("--root", required=True, help="extracted folder, downloaded .zip, or parquet folder")
         q.add_argument("--cache-dir", default=None, help="default: ROOT/.attnlab_cache (next to a .zip)")
-        q.add_argument("--size", type=int, default=64, help="cached side length (default 64)")
+        q.add_argument("--size", type=int, default=None,
+                       help="cached side length (default: the dataset's native size, 64; CIFAR 32)")
         if name == "prepare":
             q.add_argument("--workers", type=int, default=None, help="decode processes (default: all CPUs)")
             q.add_argument("--force", action="store_true", help="rebuild even a fresh cache")
@@ -101,7 +102,7 @@ def run_info(args: argparse.Namespace) -> int:
     for note in index.notes:
         print(f"note    {note}")
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(args.root)
-    path = cache_dir / cache_name(index.kind, args.size, index.fingerprint)
+    path = cache_dir / cache_name(index.kind, index.cache_size(args.size), index.fingerprint)
     if not path.exists():
         print(f"cache   none for this source at {cache_dir} (run: attnlab data prepare --root {args.root})")
         return 0

@@ -83,6 +83,21 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     return create_model(**model_args(cfg, num_classes), weights=cfg.model.weights)
 
 
+def preflight(args: dict[str, Any], image_size: int) -> None:
+    """Build the architecture on the meta device and push one batch of shapes through it."""
+    from ..models import check_forward_shapes
+
+    with torch.device("meta"):
+        model = create_model(**args)
+    try:
+        check_forward_shapes(model, image_size)
+    except ValueError as err:
+        raise ConfigError(
+            f"model {args['variant']} ({args['backbone']}) {err}. Train at a larger resolution "
+            "(data.augment.train_size) or keep the module out of the late stages (model.stages)."
+        ) from None
+
+
 def open_data(cfg: ExperimentConfig, info: DistInfo):
     """Prepare (rank 0 first) and open the cached dataset; write the synthetic twin if asked."""
     from ..data.cache import open_dataset
@@ -130,6 +145,7 @@ class Trainer:
         self.data = dataset if dataset is not None else open_data(cfg, self.dist)
         num_classes = len(self.data.classes)
         self.model_args = model_args(cfg, num_classes)
+        preflight(self.model_args, cfg.data.augment.train_size or self.data.image_size)
         self.model = build_model(cfg, num_classes).to(self.device)
         if tc.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
