@@ -19,10 +19,13 @@ Within a rung the variants are timed in rotating order, round after round; a var
 step-time ratio to the baseline is the median of its per-round ratios, so drift on a
 shared machine cancels. Speed-ups are each variant's median step time on ``eager-fp32``
 over its median on the rung. ``--micro`` adds the attention modules alone at every
-ResNet-50 site shape (SimAM eager/compile/triton, EMA current vs the legacy structure).
+ResNet-50 site shape (SimAM eager/compile/triton; EMA's fold and view paths and the
+legacy structure), ``--latency`` the eval forward latency (eager and CUDA graph), ``--ops``
+the ATen ops one eager training step dispatches (about one kernel launch each on a GPU).
 
     python benchmarks/train_throughput.py --device cpu --batch 8 --rounds 3     # small, CPU
-    python benchmarks/train_throughput.py --device cuda --json out.json --micro # H100
+    python benchmarks/train_throughput.py --device cuda --json out.json         # H100
+    python benchmarks/train_throughput.py --device cuda --no-ladder --micro --latency
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnlab.attention import EMA, SimAM
 from attnlab.attention import fused as fz
@@ -278,6 +282,14 @@ def legacy_ema_forward(m: EMA, x: torch.Tensor) -> torch.Tensor:
     return (gx * wts.reshape(b * g, 1, h, w).sigmoid().to(gx.dtype)).reshape(b, c, h, w)
 
 
+def _with_strategy(m: EMA, strategy: str, x: torch.Tensor) -> torch.Tensor:
+    m.strategy = strategy
+    try:
+        return m(x)
+    finally:
+        del m.strategy  # back to the class default
+
+
 def site_shapes(image_size: int) -> list[tuple[int, int, int, int]]:
     """(stage, blocks, channels at post_conv2, side) of ResNet-50's four stages."""
     side = image_size // 4
@@ -289,8 +301,7 @@ def micro(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     fmt = torch.channels_last if args.micro_layout == "cl" else torch.contiguous_format
-    compile_too = cuda or args.micro_compile
-    simam_modes = ["eager"] + (["compile"] if compile_too else []) + (["triton"] if cuda else [])
+    simam_modes = ["eager"] + (["compile"] if cuda or args.micro_compile else []) + (["triton"] if cuda else [])
     rows: list[dict[str, Any]] = []
     for stage, blocks, ch, side in site_shapes(args.image_size):
         for kind, channels in (("simam", ch), ("ema", ch * 4)):
@@ -303,9 +314,11 @@ def micro(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
                     impls[mode] = SimAM(fused=mode)
             else:
                 m = EMA(channels, 32).to(device=device, dtype=dtype, memory_format=fmt)
-                impls["current"] = m
+                impls["auto"] = m  # the path EMA picks by itself (module docstring)
+                for strategy in ("fold", "view"):
+                    impls[strategy] = lambda t, m=m, s=strategy: _with_strategy(m, s, t)
                 impls["legacy"] = lambda t, m=m: legacy_ema_forward(m, t)
-                if compile_too:
+                if args.micro_compile:
                     impls["compile"] = torch.compile(m)
             for name, fn in impls.items():
                 def call(fn=fn, x=x, g=g) -> None:
@@ -326,6 +339,82 @@ def micro(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     return {"dtype": str(dtype), "layout": args.micro_layout, "batch": args.batch, "rows": rows}
 
 
+# ------------------------------------------------------------------ dispatched ops
+class _OpCounter(TorchDispatchMode):
+    """Counts ATen ops as dispatched: in eager mode on a GPU each is about one kernel launch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.total += 1
+        if func.overloadpacket.__name__ in ("clone", "copy_", "_to_copy", "contiguous", "cat"):
+            self.copies += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """ATen ops per eager training step (forward, backward, optimizer) for each variant."""
+    out: dict[str, Any] = {}
+    for rung in (Rung.parse("eager-fp32"), Rung.parse("eager-bf16-cl")):
+        for v in args.variants:
+            s = Setup(v, rung, argparse.Namespace(**{**vars(args), "batch": 2}), device)
+            s.eager_step()  # optimizer state exists from here on
+            with _OpCounter() as counter:
+                s.eager_step()
+            out.setdefault(rung.name, {})[v] = {"ops": counter.total, "copy_ops": counter.copies}
+    return out
+
+
+# ------------------------------------------------------------------ inference latency
+def latency(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Batch-``--latency-batch`` eval forward, bf16 autocast + channels_last: eager, CUDA graph."""
+    out: dict[str, Any] = {"batch": args.latency_batch, "calls": args.latency_calls, "variants": {}}
+    for v in args.variants:
+        torch.manual_seed(0)
+        model = create_model(v, backbone=args.backbone, num_classes=args.num_classes).to(device)
+        model = model.to(memory_format=torch.channels_last).eval()
+        x = torch.randn(args.latency_batch, 3, args.image_size, args.image_size, device=device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        bf16 = device.type == "cuda"
+
+        def forward(model=model, x=x, bf16=bf16) -> torch.Tensor:
+            with torch.inference_mode(), autocast(device, bf16):
+                return model(x)
+
+        figs: dict[str, Any] = {}
+        calls: dict[str, Callable[[], Any]] = {"eager": forward}
+        if device.type == "cuda":
+            try:
+                calls["graph"] = _graphed(forward)
+            except Exception as err:
+                figs["graph_error"] = f"{type(err).__name__}: {err}"
+        for name, fn in calls.items():
+            for _ in range(10):
+                fn()
+            ms = sorted(time_block(fn, 1, device) * 1e3 for _ in range(args.latency_calls))
+            figs[name] = {"median_ms": statistics.median(ms), "p95_ms": ms[int(0.95 * (len(ms) - 1))]}
+        out["variants"][v] = figs
+        del model, calls
+        gc.collect()
+    return out
+
+
+def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 # ---------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -343,9 +432,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fused", default=fz.get_fused(), choices=fz.MODES, help="SimAM implementation")
     p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     p.add_argument("--micro", action="store_true", help="also time the attention modules alone")
-    p.add_argument("--micro-only", action="store_true")
+    p.add_argument("--latency", action="store_true", help="also time eval forward latency (eager, CUDA graph)")
+    p.add_argument("--latency-batch", type=int, default=1)
+    p.add_argument("--latency-calls", type=int, default=None, help="timed calls (default: 200 cuda, 10 cpu)")
+    p.add_argument("--ops", action="store_true", help="also count ATen ops per eager training step")
+    p.add_argument("--no-ladder", action="store_true", help="only the --micro / --latency / --ops sections")
     p.add_argument("--micro-layout", default="cl", choices=["cl", "nchw"])
-    p.add_argument("--micro-compile", action="store_true", help="include torch.compile on CPU too (slow to compile)")
+    p.add_argument("--micro-compile", action="store_true",
+                   help="include torch.compile of EMA (and of SimAM on CPU): slow to compile")
     p.add_argument("--micro-steps", type=int, default=None, help="calls per timed block (default: 20 cuda, 3 cpu)")
     p.add_argument("--json", type=Path, default=None, help="write every figure here (rewritten after each rung)")
     args = p.parse_args(argv)
@@ -353,7 +447,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = args.device.startswith("cuda")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    defaults = {"batch": (256, 8), "steps": (20, 2), "rounds": (5, 3), "warmup": (10, 2), "micro_steps": (20, 3)}
+    defaults = {"batch": (256, 8), "steps": (20, 2), "rounds": (5, 3), "warmup": (10, 2), "micro_steps": (20, 3),
+                "latency_calls": (200, 10)}
     for key, (on_gpu, on_cpu) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, on_gpu if cuda else on_cpu)
@@ -384,6 +479,16 @@ def print_table(result: dict[str, Any]) -> None:
             bw = f"{row['gb_per_s']:8.0f} GB/s" if "gb_per_s" in row else ""
             print(f"  stage {row['stage']} {row['kind']:<5} {row['impl']:<8} {str(row['shape']):<22} "
                   f"{row['ms']:8.3f} ms  x{row['blocks']} blocks = {row['ms_all_blocks']:8.3f} ms {bw}")
+    if "ops" in result:
+        print("\nATen ops per eager training step (about one kernel launch each on a GPU; copies in brackets)")
+        for rung, per in result["ops"].items():
+            print(f"  {rung:<15} " + "  ".join(f"{v} {c['ops']} ({c['copy_ops']})" for v, c in per.items()))
+    if "latency" in result:
+        lat = result["latency"]
+        print(f"\neval latency, batch {lat['batch']} (median / p95 ms over {lat['calls']} calls)")
+        for v, figs in lat["variants"].items():
+            parts = [f"{k} {f['median_ms']:.3f} / {f['p95_ms']:.3f}" for k, f in figs.items() if isinstance(f, dict)]
+            print(f"  {v:<9} " + "   ".join(parts) + (f"   graph FAILED: {figs['graph_error'][:120]}" if "graph_error" in figs else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,10 +515,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{result['environment'].get('gpu') or result['environment']['cpu']}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {args.batch}, {side}px, SimAM fused={args.fused}", flush=True)
-    if args.micro or args.micro_only:
+    if args.micro:
         result["micro"] = micro(args, device)
         save()
-    if not args.micro_only:
+    if args.latency:
+        result["latency"] = latency(args, device)
+        save()
+    if args.ops:
+        result["ops"] = count_ops(args, device)
+        save()
+    if not args.no_ladder:
         setups: dict[str, Setup] = {}
         held: Rung | None = None  # the rung whose models are still alive
         for rung in args.rungs:

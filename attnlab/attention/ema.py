@@ -18,17 +18,18 @@ so its state_dicts load unchanged. Parameters per module: 10 c'^2 + 4 c'.
 The forward computes the official function (tests compare it, forward and backward, with
 the official structure and with a float64 reimplementation) along one of two paths:
 
-* ``fold`` (NCHW in eager mode; on the CPU for every layout): the official structure, with
-  groups folded into the batch (a free view of an NCHW tensor), the GroupNorm kernel and
-  batched matmuls; a channels_last input is copied to NCHW and the output back, which on
-  the CPU costs less than strided kernels on a channels_last tensor (measured).
-* ``view`` (channels_last on CUDA, and always inside ``torch.compile``): no copy at all.
-  The groups stay a view ``(b, g, c', h, w)`` of the input; the shared 1x1 conv acts on
-  the two pooled maps separately; GroupNorm (one channel per group: each channel
-  normalised over (h, w)) is computed in place of layout as x1 = (gated - mean) * scale
-  + beta and x1 is never materialised; the 3x3 conv is a grouped conv with the shared
-  kernel repeated per group; the cross-spatial sums are elementwise products summed over
-  channels, which Inductor fuses into one reduction.
+* ``fold`` (eager mode): the official structure, with groups folded into the batch (a
+  free view of an NCHW tensor), the GroupNorm kernel and batched matmuls. A channels_last
+  input is copied to NCHW and the output back: two full-size copies, but about 80 fewer
+  dispatched ops per module per training step than the view path (counted with
+  ``benchmarks/train_throughput.py --ops``): fewer kernel launches, which is what an
+  eager step on small maps is bound by (``--micro`` times both paths on a GPU).
+* ``view`` (inside ``torch.compile``): no copy at all. The groups stay a view
+  ``(b, g, c', h, w)`` of the input; the shared 1x1 conv acts on the two pooled maps
+  separately; GroupNorm (one channel per group: each channel normalised over (h, w)) is
+  computed in place of layout as x1 = (gated - mean) * scale + beta and x1 is never
+  materialised; the 3x3 conv is a grouped conv with the shared kernel repeated per group;
+  the cross-spatial sums are products summed over channels, one fused Inductor reduction.
 
 Both use one identity: GAP(x1), which the cross-spatial softmax needs, is exactly
 ``gn.bias`` (x1's spatial mean), so that softmax needs no pass over x1.
@@ -86,9 +87,7 @@ class EMA(AttentionModule):
     def _path(self, x: torch.Tensor) -> str:
         if self.strategy != "auto":
             return self.strategy
-        if torch.compiler.is_compiling():
-            return "view"
-        return "view" if x.device.type == "cuda" and not x.is_contiguous() else "fold"
+        return "view" if torch.compiler.is_compiling() else "fold"
 
     def _forward_fold(self, x: torch.Tensor) -> torch.Tensor:
         """The official structure on a contiguous NCHW ``x`` (groups folded into the batch)."""

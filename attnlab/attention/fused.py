@@ -171,8 +171,7 @@ class _TritonSimAM(torch.autograd.Function):
         x, (sxb, sxc, sxp) = _plane_strides(x)
         y = torch.empty_like(x)
         _, (syb, syc, syp) = _plane_strides(y)
-        mean = torch.empty((b, c), device=x.device, dtype=torch.float32)
-        kinv = torch.empty_like(mean)
+        mean, kinv = torch.empty((2, b, c), device=x.device, dtype=torch.float32)  # one allocation
         block_c, block_hw, single, warps = _tile(c, m, sxc)
         grid = (b, (c + block_c - 1) // block_c)
         k.forward[grid](
