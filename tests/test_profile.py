@@ -188,6 +188,10 @@ def test_kinds_without_a_formula_are_reported_not_silently_zero(monkeypatch) -> 
     monkeypatch.delitem(OPS_FORMULAS, "ema")
     ops = attention_ops(model, 64)
     assert ops["uncounted"] == ["ema"] and list(ops["by_kind"]) == ["simam"]
+    row = profile_variants(["hybrid"], backbone="resnet18", num_classes=10, measure_latency=False,
+                           measure_train=False)
+    assert row["variants"]["hybrid"]["compute"]["64"]["attention_gops"] is None
+    assert "n/a" in format_profile_table(row)
 
 
 def test_ema_ops_scale_with_batch() -> None:

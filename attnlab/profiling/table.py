@@ -21,6 +21,10 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _mops(gops: float | None) -> str:
+    return "n/a" if gops is None else f"{gops * 1e3:.2f}"
+
+
 def format_profile_table(result: dict[str, Any]) -> str:
     """Parameters and compute, inference latency and training step time, one table each."""
     cfg, env, variants = result["config"], result["environment"], result["variants"]
@@ -42,7 +46,7 @@ def format_profile_table(result: dict[str, Any]) -> str:
         row = [name, f"{v['params']['total']:,}", f"{v['params']['added']:,}"]
         for s in sizes:
             c = v["compute"][s]
-            row += [f"{c['gmacs']:.3f}", f"{c['gmacs_attention']:.3f}", f"{c['attention_gops'] * 1e3:.2f}"]
+            row += [f"{c['gmacs']:.3f}", f"{c['gmacs_attention']:.3f}", _mops(c["attention_gops"])]
         rows.append(row)
     out.append(_render(header, rows))
 

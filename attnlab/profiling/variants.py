@@ -72,7 +72,8 @@ def compute_profile(model: torch.nn.Module, image_size: int) -> dict[str, Any]:
         "macs": macs["total"],
         "macs_attention": macs["attention"],
         "macs_attention_by_kind": macs["by_kind"],
-        "attention_gops": ops["gops"],
+        # None, not a partial sum, when some attention kind has no formula (n/a in tables)
+        "attention_gops": None if ops["uncounted"] else ops["gops"],
         "attention_ops": ops,
     }
 
@@ -118,7 +119,8 @@ def profile_variants(
              "compute": {"<size>": {            # sizes = [image_size, 224], per image
                  "gmacs", "gmacs_attention": float, "macs", "macs_attention": int,
                  "macs_attention_by_kind": {kind: int},
-                 "attention_gops": float,        # elementwise + reduction, 1e9 ops
+                 "attention_gops": float | None, # elementwise + reduction, 1e9 ops;
+                                                 # None if a kind has no formula
                  "attention_ops": {"elementwise", "reduction", "total": int, "gops": float,
                                    "by_kind": {kind: {modules, elementwise, reduction,
                                                       total}}, "uncounted": [kind]}}},
