@@ -6,7 +6,8 @@
 #
 # Results go to $OUT if set (the device tool's folder), else ./gpu_results: suite.log (all
 # output), summary.txt (the figures next to the targets), ladder_64.json, ladder_224.json,
-# micro_latency.json, profile.json, and everything else (run records, logs) in all.tar.gz.
+# micro_latency.json, impl_compare.json, profile.json, and the rest (run records, logs) in
+# all.tar.gz.
 # Few files on purpose: the device tool brings back at most 8.
 #
 # Each step has a time limit and the whole suite a budget (SUITE_BUDGET_S, default 530 s):
@@ -15,10 +16,12 @@
 # anything is timed: the 100k-image synthetic set + its cache, and one torch.compile of
 # each variant's training step (4 processes), which fills Inductor's on-disk caches so the
 # ladder's compile rungs fit the budget (their cold compile times are kept in warm_*.json).
-#   1 install (pip --no-deps, offline)     5 ladder at 64x64 (all five rungs)
+#   1 install (pip --no-deps, offline)     5 ladder at 64x64 (all five rungs), 5b eager
+#                                            models with the earlier EMA / eager SimAM
 #   2 background: synthetic set, compiles  6 one training epoch + val pass (hybrid)
-#   3 CUDA tests of the fused kernels      7 attnlab profile (bf16, channels_last)
-#   4 attention micro-benchmark + latency  8 ladder at 224, 9 data pipeline, 10 baseline epoch
+#   3 CUDA tests of the fused kernels      7 data pipeline, 8 attnlab profile (bf16, CL)
+#   4 attention micro-benchmark, latency,  9 ladder at 224, 10 baseline epoch
+#     ops per step
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -56,7 +59,7 @@ step() {
 
 finish() {
     log "packing results"
-    for f in ladder_64 ladder_224 micro_latency profile; do
+    for f in ladder_64 ladder_224 micro_latency profile impl_compare; do
         cp -f "$WORK/$f.json" "$RES/" 2>/dev/null
     done
     "$PY" - "$RES" >"$RES/summary.txt" 2>&1 <<'PYEOF'
@@ -91,6 +94,11 @@ if "baseline" in best:
         if v in rungs.get(rung, {}).get("variants", {}):
             ratio = rungs[rung]["variants"][v].get("ratio_vs_baseline")
             print(f"  {v:<7} step-time ratio on that rung: {ratio:.3f}  (target <= {t})")
+cmp_ = load("impl_compare.json")
+for rung, r in cmp_.get("rungs", {}).items():
+    for v, f in r.get("variants", {}).items():
+        print(f"kernels vs earlier implementations {rung:<20} {v:<30} {f['step_ms']:7.2f} ms  "
+              f"vs baseline {f.get('ratio_vs_baseline', float('nan')):.3f}")
 l224 = load("ladder_224.json")
 for rung, r in l224.get("rungs", {}).items():
     for v, f in r.get("variants", {}).items():
@@ -183,27 +191,24 @@ wait_for 240 "${WARM[@]}" "$SYNTH"
 log "synthetic set: $(tail -n 2 "$WORK/synth.log" 2>/dev/null | tr '\n' ' ')"
 
 # 4. attention modules alone + eval latency (eager vs CUDA graph)
-step micro_latency 120 "$PY" benchmarks/train_throughput.py --no-ladder --micro --latency \
-    --json "$WORK/micro_latency.json"
+step micro_latency 120 "$PY" benchmarks/train_throughput.py --no-ladder --micro --latency --ops \
+    --latency-calls 100 --json "$WORK/micro_latency.json"
 
 # 5. the ladder at 64x64: eager fp32 -> bf16+CL -> CUDA graph -> compile -> compile+graph
 step ladder_64 330 "$PY" benchmarks/train_throughput.py --json "$WORK/ladder_64.json"
+
+# 5b. what the kernels changed: the same models with the earlier EMA / SimAM eager path
+step impl_compare 60 "$PY" benchmarks/train_throughput.py --rungs eager-bf16-cl,eager-bf16-cl-graph \
+    --rounds 3 --steps 10 --warmup 5 \
+    --variants baseline,simam,simam+eager-simam,ema,ema+legacy-ema,hybrid,hybrid+legacy-ema+eager-simam \
+    --json "$WORK/impl_compare.json"
 
 # 6. a real epoch of the study's protocol on the synthetic set (loader, augmentation, val)
 step train_hybrid 120 "$PY" -m attnlab train --config configs/paper.yaml variant=hybrid \
     model.weights=null "data.root=$DATA" train.epochs=1 train.progress=false \
     "output_dir=$WORK/runs" name=hybrid_1epoch
 
-# 7. the profile command (params, GMACs, latency at batch 1 and 256, step-time ratios)
-step profile 90 "$PY" -m attnlab profile --device cuda --dtype bf16 --channels-last \
-    --json "$WORK/profile.json"
-
-# 8. 224x224, upsampled on the GPU inside the step (no compile: its cost would not fit)
-step ladder_224 90 "$PY" benchmarks/train_throughput.py --image-size 224 --upsample-from 64 \
-    --batch 128 --steps 10 --rounds 3 --warmup 5 --rungs eager-bf16-cl,eager-bf16-cl-graph \
-    --json "$WORK/ladder_224.json"
-
-# 9. the data pipeline's own rate (on the full set when the script takes --root)
+# 7. the data pipeline's own rate (on the full set when the script takes --root)
 if "$PY" benchmarks/data_pipeline.py --help 2>/dev/null | grep -q -- "--root"; then
     step data_pipeline 90 "$PY" benchmarks/data_pipeline.py --device cuda --root "$DATA" \
         --epochs 1 --workers "$(nproc)"
@@ -211,6 +216,15 @@ else
     step data_pipeline 90 "$PY" benchmarks/data_pipeline.py --device cuda --classes 200 \
         --train-per-class 100 --epochs 1 --workers "$(nproc)"
 fi
+
+# 8. the profile command (params, GMACs, latency at batch 1 and 256, step-time ratios)
+step profile 90 "$PY" -m attnlab profile --device cuda --dtype bf16 --channels-last \
+    --json "$WORK/profile.json"
+
+# 9. 224x224, upsampled on the GPU inside the step (no compile: its cost would not fit)
+step ladder_224 90 "$PY" benchmarks/train_throughput.py --image-size 224 --upsample-from 64 \
+    --batch 128 --steps 10 --rounds 3 --warmup 5 --rungs eager-bf16-cl,eager-bf16-cl-graph \
+    --json "$WORK/ladder_224.json"
 
 # 10. the baseline's epoch too, if the budget allows
 step train_baseline 90 "$PY" -m attnlab train --config configs/paper.yaml variant=baseline \

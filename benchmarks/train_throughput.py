@@ -18,7 +18,9 @@ pipeline's own rate is ``benchmarks/data_pipeline.py``. With ``--upsample-from 6
 Within a rung the variants are timed in rotating order, round after round; a variant's
 step-time ratio to the baseline is the median of its per-round ratios, so drift on a
 shared machine cancels. Speed-ups are each variant's median step time on ``eager-fp32``
-over its median on the rung. ``--micro`` adds the attention modules alone at every
+over its median on the rung. A variant name may carry ``+legacy-ema`` and/or
+``+eager-simam`` (e.g. ``hybrid+legacy-ema+eager-simam``): the same model with the earlier
+EMA structure / SimAM's eager path, to measure what the kernels changed. ``--micro`` adds the attention modules alone at every
 ResNet-50 site shape (SimAM eager/compile/triton; EMA's fold and view paths and the
 legacy structure), ``--latency`` the eval forward latency (eager and CUDA graph), ``--ops``
 the ATen ops one eager training step dispatches (about one kernel launch each on a GPU).
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -131,13 +134,33 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------- train steps
+MODIFIERS = ("legacy-ema", "eager-simam")
+
+
+def build_variant(name: str, args: argparse.Namespace) -> nn.Module:
+    """``create_model(variant)``; ``+legacy-ema`` / ``+eager-simam`` swap in the earlier
+    implementations (EMA's first structure, SimAM's eager path) to measure what changed."""
+    variant, *mods = name.split("+")
+    unknown = set(mods) - set(MODIFIERS)
+    if unknown:
+        raise SystemExit(f"unknown variant modifier(s) {sorted(unknown)}; known: {MODIFIERS}")
+    model = create_model(variant, backbone=args.backbone, num_classes=args.num_classes)
+    for module in model.modules():
+        if isinstance(module, EMA) and "legacy-ema" in mods:
+            module.forward = functools.partial(legacy_ema_forward, module)
+        if isinstance(module, SimAM) and "eager-simam" in mods:
+            module.fused = "eager"
+    return model
+
+
+
 class Setup:
     """One variant on one rung: model, optimizer, static inputs and a ``step()``."""
 
     def __init__(self, variant: str, rung: Rung, args: argparse.Namespace, device: torch.device) -> None:
         self.variant, self.rung, self.device = variant, rung, device
         torch.manual_seed(0)
-        model = create_model(variant, backbone=args.backbone, num_classes=args.num_classes).to(device)
+        model = build_variant(variant, args).to(device)
         self.fmt = torch.channels_last if rung.channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.fmt).train()
         self.optimizer = build_optimizer(self.model, TrainConfig(lr=0.01))
@@ -374,7 +397,7 @@ def latency(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     out: dict[str, Any] = {"batch": args.latency_batch, "calls": args.latency_calls, "variants": {}}
     for v in args.variants:
         torch.manual_seed(0)
-        model = create_model(v, backbone=args.backbone, num_classes=args.num_classes).to(device)
+        model = build_variant(v, args).to(device)
         model = model.to(memory_format=torch.channels_last).eval()
         x = torch.randn(args.latency_batch, 3, args.image_size, args.image_size, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -461,15 +484,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def print_table(result: dict[str, Any]) -> None:
     fp32 = result["rungs"].get("eager-fp32", {}).get("variants", {})
-    print(f"\n{'rung':<23} {'variant':<9} {'step ms':>9} {'img/s':>9} {'vs base':>8} {'speed-up':>9} {'compile s':>9}")
+    width = max([9] + [len(v) for r in result["rungs"].values() for v in [*r["variants"], *r["errors"]]])
+    print(f"\n{'rung':<23} {'variant':<{width}} {'step ms':>9} {'img/s':>9} {'vs base':>8} {'speed-up':>9} {'compile s':>9}")
     for rung, res in result["rungs"].items():
         for v, f in res["variants"].items():
             up = fp32[v]["step_ms"] / f["step_ms"] if v in fp32 else float("nan")
             ratio = f.get("ratio_vs_baseline", float("nan"))
             comp = f"{f['compile_s']:.0f}" if f.get("compile_s") else ""
-            print(f"{rung:<23} {v:<9} {f['step_ms']:>9.2f} {f['images_per_s']:>9,.0f} {ratio:>8.3f} {up:>8.2f}x {comp:>9}")
+            print(f"{rung:<23} {v:<{width}} {f['step_ms']:>9.2f} {f['images_per_s']:>9,.0f} {ratio:>8.3f} {up:>8.2f}x {comp:>9}")
         for v, e in res["errors"].items():
-            print(f"{rung:<23} {v:<9} FAILED: {e[:200]}")
+            print(f"{rung:<23} {v:<{width}} FAILED: {e[:200]}")
     if "micro" in result:
         print(f"\nattention modules alone (fwd+bwd, {result['micro']['dtype']}, {result['micro']['layout']}, batch {result['micro']['batch']})")
         for row in result["micro"]["rows"]:
