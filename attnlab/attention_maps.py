@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import EMA, SimAM
+from .attention.ema import ema_reference
 from .attention.simam import simam_gate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,24 +71,8 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") 
 
 @torch.no_grad()
 def ema_group_maps(module: EMA, x: torch.Tensor) -> torch.Tensor:
-    """EMA's cross-spatial gate for input ``x``: B×G×H×W, values in (0, 1).
-
-    The same computation as ``EMA.forward`` up to the final sigmoid; the module's output
-    is ``x`` (grouped) times this gate.
-    """
-    b, c, h, w = x.shape
-    g = module.groups
-    cg = c // g
-    gx = x.reshape(b * g, cg, h, w)
-    x_h = gx.mean(dim=3, keepdim=True)
-    x_w = gx.mean(dim=2, keepdim=True).transpose(2, 3)
-    a_h, a_w = torch.split(module.conv1x1(torch.cat([x_h, x_w], dim=2)), [h, w], dim=2)
-    x1 = module.gn(gx * a_h.sigmoid() * a_w.transpose(2, 3).sigmoid())
-    x2 = module.conv3x3(gx)
-    q1 = torch.softmax(x1.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
-    q2 = torch.softmax(x2.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
-    weights = q1 @ x2.reshape(b * g, cg, h * w) + q2 @ x1.reshape(b * g, cg, h * w)
-    return weights.reshape(b, g, h, w).sigmoid()
+    """EMA's cross-spatial gate for input ``x``: B×G×H×W, values in (0, 1) (see ``ema_reference``)."""
+    return ema_reference(module, x, gate_only=True)
 
 
 def _pick(candidates: Sequence[tuple[str, torch.Tensor]], block: str | None, min_size: int) -> tuple[str, torch.Tensor] | None:

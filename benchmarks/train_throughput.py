@@ -55,6 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnlab.attention import EMA, SimAM
 from attnlab.attention import fused as fz
+from attnlab.attention.ema import ema_reference
 from attnlab.config import TrainConfig
 from attnlab.engine.optim import build_optimizer
 from attnlab.models import create_model
@@ -290,19 +291,8 @@ def release(setups: dict[str, Setup], device: torch.device, compiled: bool) -> N
 
 # ----------------------------------------------------------------- micro benchmark
 def legacy_ema_forward(m: EMA, x: torch.Tensor) -> torch.Tensor:
-    """EMA as first written (the official structure: fold groups into the batch, cat/split)."""
-    b, c, h, w = x.shape
-    g, cg = m.groups, c // m.groups
-    gx = x.reshape(b * g, cg, h, w)
-    x_h = gx.mean(dim=3, keepdim=True)
-    x_w = gx.mean(dim=2, keepdim=True).transpose(2, 3)
-    a_h, a_w = torch.split(m.conv1x1(torch.cat([x_h, x_w], dim=2)), [h, w], dim=2)
-    x1 = m.gn(gx * a_h.sigmoid() * a_w.transpose(2, 3).sigmoid())
-    x2 = m.conv3x3(gx)
-    q1 = torch.softmax(x1.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
-    q2 = torch.softmax(x2.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
-    wts = torch.matmul(q1, x2.reshape(b * g, cg, h * w)) + torch.matmul(q2, x1.reshape(b * g, cg, h * w))
-    return (gx * wts.reshape(b * g, 1, h, w).sigmoid().to(gx.dtype)).reshape(b, c, h, w)
+    """EMA as first written: the official structure (fold groups into the batch, cat/split)."""
+    return ema_reference(m, x)
 
 
 def _with_strategy(m: EMA, strategy: str, x: torch.Tensor) -> torch.Tensor:

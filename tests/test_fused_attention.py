@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnlab.attention import EMA, SimAM
 from attnlab.attention import fused as fz
+from attnlab.attention.ema import ema_reference
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 CUDA = torch.cuda.is_available()
@@ -30,22 +31,8 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run by bench
 
 
 def legacy_ema_forward(m: EMA, x: torch.Tensor) -> torch.Tensor:
-    """The EMA forward as first written (the official module's structure), for comparison."""
-    b, c, h, w = x.shape
-    g = m.groups
-    cg = c // g
-    gx = x.reshape(b * g, cg, h, w)
-    x_h = gx.mean(dim=3, keepdim=True)
-    x_w = gx.mean(dim=2, keepdim=True).transpose(2, 3)
-    hw = m.conv1x1(torch.cat([x_h, x_w], dim=2))
-    a_h, a_w = torch.split(hw, [h, w], dim=2)
-    x1 = m.gn(gx * a_h.sigmoid() * a_w.transpose(2, 3).sigmoid())
-    x2 = m.conv3x3(gx)
-    q1 = torch.softmax(x1.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
-    q2 = torch.softmax(x2.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
-    weights = torch.matmul(q1, x2.reshape(b * g, cg, h * w)) + torch.matmul(q2, x1.reshape(b * g, cg, h * w))
-    weights = weights.reshape(b * g, 1, h, w)
-    return (gx * weights.sigmoid().to(gx.dtype)).reshape(b, c, h, w)
+    """EMA as first written: the official structure (fold groups into the batch, cat/split)."""
+    return ema_reference(m, x)
 
 
 def make_ema(channels: int, factor: int, dtype: torch.dtype = torch.float32) -> EMA:

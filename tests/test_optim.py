@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from attnlab.config import ConfigError, TrainConfig
-from attnlab.engine.optim import FreezeSchedule, build_optimizer, build_scheduler, current_lrs, lr_factor
+from attnlab.engine.optim import (
+    FreezeSchedule,
+    build_optimizer,
+    build_scheduler,
+    current_lrs,
+    lr_factor,
+)
 from attnlab.models import create_model, parameter_groups
 
 
@@ -98,7 +104,7 @@ def test_frozen_group_bit_identical_then_trains_with_fresh_state() -> None:
     for epoch in range(2):
         assert freeze.start_epoch(epoch) == {"ema"}
         _train_steps(model, opt, freeze, 2)
-        assert all(torch.equal(p, s) for p, s in zip(ema_params, start))
+        assert all(torch.equal(p, s) for p, s in zip(ema_params, start, strict=True))
         assert all(p not in opt.state for p in ema_params)
     assert not torch.equal(model.conv1.weight, backbone_start)
     assert freeze.start_epoch(2) == set()

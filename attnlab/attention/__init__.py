@@ -10,7 +10,8 @@ from .base import AttentionModule
 from .cbam import CBAM
 from .coord import CoordAttention
 from .eca import ECA
-from .ema import EMA
+from .ema import EMA, ema_reference
+from .fused import fused_mode, set_fused
 from .se import SE
 from .simam import SimAM
 
@@ -42,6 +43,9 @@ def build_attention(name: str, channels: int, **kwargs) -> nn.Module:
 
 
 __all__ = [
+    "ema_reference",
+    "fused_mode",
+    "set_fused",
     "ATTENTION_REGISTRY",
     "AttentionModule",
     "CBAM",

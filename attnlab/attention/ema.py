@@ -146,6 +146,30 @@ class EMA(AttentionModule):
         return f"channels={self.channels}, factor={self.groups}"
 
 
+def ema_reference(module: EMA, x: torch.Tensor, *, gate_only: bool = False) -> torch.Tensor:
+    """The official EMA computation, step by step (cat/split, GAP of both branches, reshapes).
+
+    The readable statement of the math: the fast paths are tested against it, the
+    benchmarks time it, and ``gate_only=True`` returns the cross-spatial gate (B, G, H, W)
+    that attention maps show (the module's output is the grouped input times this gate).
+    """
+    b, c, h, w = x.shape
+    g, cg = module.groups, c // module.groups
+    gx = x.reshape(b * g, cg, h, w)
+    x_h = gx.mean(dim=3, keepdim=True)
+    x_w = gx.mean(dim=2, keepdim=True).transpose(2, 3)
+    a_h, a_w = torch.split(module.conv1x1(torch.cat([x_h, x_w], dim=2)), [h, w], dim=2)
+    x1 = module.gn(gx * a_h.sigmoid() * a_w.transpose(2, 3).sigmoid())
+    x2 = module.conv3x3(gx)
+    q1 = torch.softmax(x1.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
+    q2 = torch.softmax(x2.mean(dim=(2, 3)), dim=-1).unsqueeze(1)
+    weights = torch.matmul(q1, x2.reshape(b * g, cg, h * w)) + torch.matmul(q2, x1.reshape(b * g, cg, h * w))
+    gate = weights.reshape(b * g, 1, h, w).sigmoid().to(gx.dtype)
+    if gate_only:
+        return gate.reshape(b, g, h, w)
+    return (gx * gate).reshape(b, c, h, w)
+
+
 def _accumulation_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 

@@ -36,4 +36,5 @@ def run(args: argparse.Namespace) -> int:
               "from random weights (pass --weights FILE to use a local ResNet-50 state_dict).")
     print(f"demo: {len(cfg.variants)} variants x {len(cfg.seeds)} seed(s), {cfg.train.epochs} epochs each, "
           f"synthetic data at {cfg.data.root}; results in {out}/")
-    return run_study(cfg, out, profile_kwargs={"latency_batches": (1, 16), "train_batch": 16, "repeats": 5})
+    # CPU-scale measurements: enough repeats for a median and p95 without dominating the demo
+    return run_study(cfg, out, profile_kwargs={"latency_batches": (1, 8), "train_batch": 8, "repeats": 5, "warmup": 1})
