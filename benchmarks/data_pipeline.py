@@ -85,17 +85,23 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="DataLoader workers of the conventional pipeline")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="an existing dataset in the Tiny ImageNet layout (default: write a synthetic one)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        root = write_synthetic(Path(tmp) / "tiny", classes=args.classes, train_per_class=args.train_per_class,
-                               val_per_class=2, size=args.size)
-        print(f"synthetic: {args.classes} classes x {args.train_per_class} train images "
-              f"({args.size}x{args.size}) written in {time.perf_counter() - start:.1f} s")
+        if args.root is not None:
+            root = args.root
+            print(f"dataset: {root}")
+        else:
+            start = time.perf_counter()
+            root = write_synthetic(Path(tmp) / "tiny", classes=args.classes, train_per_class=args.train_per_class,
+                                   val_per_class=2, size=args.size)
+            print(f"synthetic: {args.classes} classes x {args.train_per_class} train images "
+                  f"({args.size}x{args.size}) written in {time.perf_counter() - start:.1f} s")
         ds = prepare(root, progress=False, size=args.size)
         print(f"cache build: {ds.meta['images_per_s']:,.0f} images/s with {ds.meta['workers']} worker(s) (one-off)")
 
