@@ -308,7 +308,7 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.float64)
-        seen = torch.zeros((), device=self.device, dtype=torch.float64)
+        seen = 0  # images this rank trained on: known on the host, no device sync needed
         nonfinite = torch.zeros((), device=self.device, dtype=torch.bool)
         bar = self._progress(epoch)
         self._sync()
@@ -341,9 +341,8 @@ class Trainer:
                 self._check_finite(nonfinite, epoch, step)
                 if bar is not None:
                     elapsed = time.perf_counter() - start
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen.item():.3f}",
-                                    acc=f"{correct.item() / seen.item():.3f}",
-                                    img_s=f"{seen.item() * self.dist.world_size / elapsed:.0f}")
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                                    img_s=f"{seen * self.dist.world_size / elapsed:.0f}")
             if bar is not None:
                 bar.update(1)
         self._sync()
@@ -351,7 +350,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         self._check_finite(nonfinite, epoch, step)
-        totals = all_reduce_sum(torch.stack([loss_sum, correct, seen]), self.dist)
+        count = torch.tensor(float(seen), device=self.device, dtype=torch.float64)
+        totals = all_reduce_sum(torch.stack([loss_sum, correct, count]), self.dist)
         return {
             "loss": (totals[0] / totals[2]).item(),
             "top1": (totals[1] / totals[2]).item(),
