@@ -25,14 +25,7 @@ from attnlab.attention_maps import (
 from attnlab.figures import plot_attention_maps
 from attnlab.report import write_report
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny convolutions: one thread is faster and does not fight a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n: int = 2, size: int = 64) -> np.ndarray:

@@ -38,13 +38,7 @@ TORCHVISION_PARAMS = {
 RESNET18_STAGES = [(64, 2), (128, 2), (256, 2), (512, 2)]  # (channels, blocks)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small shared CPU, more threads spin and run 10-30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_torchvision_backbone_is_covered() -> None:

@@ -80,13 +80,6 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
         write_synthetic(tmp_path / "s", classes=3, train_per_class=5, val_per_class=0)
 
 
-@pytest.fixture
-def one_thread():  # type: ignore[no-untyped-def]
-    """Small CPU kernels: one thread is several times faster than contended threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_a_small_cnn_learns_it_well_above_chance(tmp_path: Path, one_thread: None) -> None:

@@ -52,13 +52,7 @@ def ca_params(c: int) -> int:
 FORMULAS = {"se": se_params, "cbam": cbam_params, "eca": eca_kernel, "ca": ca_params}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small shared CPU, more threads spin and run 10-30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_variants_and_sites() -> None:

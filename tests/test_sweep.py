@@ -133,8 +133,7 @@ def test_cli_sweep_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     assert "--variants does not apply to a sweep" in capsys.readouterr().err
 
 
-def test_tiny_sweep_end_to_end(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_tiny_sweep_end_to_end(tmp_path: Path, one_thread: None) -> None:
     data = write_synthetic(tmp_path / "data", classes=3, train_per_class=8, val_per_class=4, size=64, seed=0)
     layouts = site_layouts("resnet18")
     sweep = {"official": layouts["official"], "ema_simam_pre_add": layouts["ema_simam_pre_add"]}
