@@ -38,7 +38,7 @@ def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print) -> list[Path]
 
     check_sweep(cfg)
     out = Path(out)
-    info: DistInfo = init_distributed("cuda" if cfg.train.device.startswith("cuda") else "cpu")
+    info: DistInfo = init_distributed(cfg.train.device)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "ablation.yaml")

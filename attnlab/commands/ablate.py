@@ -62,7 +62,7 @@ def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_de
     from ..sweep import reference, run_labels
 
     run_grid(cfg, out)
-    info = init_distributed("cpu")
+    info = init_distributed(cfg.train.device)
     if not info.is_main:
         return 0
     if profile:

@@ -25,13 +25,22 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); else single process."""
+def uses_cuda(device: str) -> bool:
+    """Whether a ``train.device`` setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) means CUDA here."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); else single process.
+
+    ``device`` is the ``train.device`` setting: NCCL for CUDA, gloo otherwise. The first
+    call decides; later calls return the same group.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if uses_cuda(device) else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -131,7 +131,7 @@ class Trainer:
 
         self.cfg = cfg
         tc = cfg.train
-        self.dist = init_distributed("cuda" if tc.device.startswith("cuda") or (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.dist = init_distributed(tc.device)
         self.device = resolve_device(tc.device, self.dist)
         self.amp_dtype = resolve_precision(tc.precision, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.run_name
