@@ -10,16 +10,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
+from .errors import AttnlabError
 
-class ConfigError(ValueError):
+
+class ConfigError(AttnlabError, ValueError):
     """A configuration problem; the message names the key and how to fix it."""
 
 
@@ -266,8 +270,90 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return from_dict(raw)
 
 
+# Valid ranges of numeric keys, checked on every config read (``*`` matches any map key or
+# list index). Every float must also be finite. A value outside its range is an error that
+# names the key, the value and the range, before any data or model is touched.
+RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "seed": (">= 0", lambda v: v >= 0),
+    "seeds.*": (">= 0", lambda v: v >= 0),
+    "data.image_size": (">= 8", lambda v: v >= 8),
+    "data.batch_size": (">= 1", lambda v: v >= 1),
+    "data.eval_batch_size": (">= 1", lambda v: v >= 1),
+    "data.workers": (">= 1", lambda v: v >= 1),
+    "data.synthetic.classes": (">= 2", lambda v: v >= 2),
+    "data.synthetic.train_per_class": (">= 1", lambda v: v >= 1),
+    "data.synthetic.val_per_class": (">= 1", lambda v: v >= 1),
+    "data.synthetic.size": (">= 8", lambda v: v >= 8),
+    "data.augment.crop_padding": (">= 0", lambda v: v >= 0),
+    "data.augment.rrc_scale.*": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "data.augment.train_size": (">= 8", lambda v: v >= 8),
+    "train.epochs": (">= 1", lambda v: v >= 1),
+    "train.lr": ("> 0", lambda v: v > 0),
+    "train.lr_mult.*": (">= 0", lambda v: v >= 0),
+    "train.momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "train.betas.*": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "train.weight_decay": (">= 0", lambda v: v >= 0),
+    "train.warmup_epochs": (">= 0", lambda v: v >= 0),
+    "train.warmup_start": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "train.min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "train.freeze.*": (">= 0", lambda v: v >= 0),
+    "train.label_smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "train.grad_clip": ("> 0", lambda v: v > 0),
+    "train.max_steps_per_epoch": (">= 1", lambda v: v >= 1),
+    "train.log_every": (">= 1", lambda v: v >= 1),
+}
+
+
+def _leaves(node: Any, prefix: str = ""):
+    """(dotted key, value) for every leaf of a nested dict/list."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix}.{i}")
+    else:
+        yield prefix, node
+
+
+def _range_for(key: str) -> tuple[str, Callable[[Any], bool]] | None:
+    parts = key.split(".")
+    for pattern, rule in RANGES.items():
+        pat = pattern.split(".")
+        if len(pat) == len(parts) and all(p in ("*", k) for p, k in zip(pat, parts, strict=True)):
+            return rule
+    return None
+
+
+def check_ranges(cfg: ExperimentConfig) -> None:
+    """Every numeric value within its declared range, and every float finite."""
+    raw = to_dict(cfg)
+    for key, value in _leaves({k: v for k, v in raw.items() if k != "variant_overrides"}):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+        rule = _range_for(key)
+        if rule is not None and not rule[1](value):
+            raise ConfigError(f"{key} must be {rule[0]}, got {value}")
+    lo, hi = cfg.data.augment.rrc_scale if len(cfg.data.augment.rrc_scale) == 2 else (0, -1)
+    if not lo <= hi:
+        raise ConfigError(f"data.augment.rrc_scale must be two values [lo, hi] with lo <= hi, got {cfg.data.augment.rrc_scale}")
+    if len(cfg.train.betas) != 2:
+        raise ConfigError(f"train.betas must be two values [beta1, beta2], got {cfg.train.betas}")
+    if cfg.train.warmup_epochs > cfg.train.epochs:
+        raise ConfigError(f"train.warmup_epochs must be <= train.epochs ({cfg.train.epochs}), got {cfg.train.warmup_epochs}")
+    if not cfg.seeds:
+        raise ConfigError("seeds must list at least one seed, e.g. seeds=[0]")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds must not repeat, got {cfg.seeds}")
+    if not cfg.variants and cfg.sweep is None:
+        raise ConfigError("variants must list at least one variant, e.g. variants=[baseline,hybrid]")
+
+
 def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     cfg = _build(ExperimentConfig, raw)
+    check_ranges(cfg)
     # per-variant overrides must themselves be valid against the schema
     for variant, extra in cfg.variant_overrides.items():
         try:

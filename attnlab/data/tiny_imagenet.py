@@ -33,6 +33,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import AttnlabError
+
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 ANNOTATION_COLUMNS = 6  # file, wnid, x0, y0, x1, y1
 WNIDS = "wnids.txt"
@@ -40,7 +42,7 @@ WORDS = "words.txt"
 VAL_ANNOTATIONS = "val/val_annotations.txt"
 
 
-class DataError(ValueError):
+class DataError(AttnlabError, ValueError):
     """A dataset problem the user can fix; the message names the file, the fault and the fix."""
 
 
