@@ -54,14 +54,16 @@ def denormalize_images(x: torch.Tensor) -> np.ndarray:
 def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a run checkpoint: ``create_model(**model_args)`` + its state_dict.
 
-    Checkpoints hold optimizer/RNG state as well, so they are unpickled in full
-    (``weights_only=False``): load only checkpoints your own runs wrote.
+    Read with ``weights_only=True`` (``engine.checkpoint.load_checkpoint``): a checkpoint
+    holding anything but tensors and plain containers is refused unread.
     """
+    from .engine.checkpoint import load_checkpoint
+    from .errors import CheckpointError
     from .models import create_model
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     if "model_args" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path} is not a run checkpoint (needs keys 'model_args' and 'model')")
+        raise CheckpointError(f"{path} is not a run checkpoint (needs keys 'model_args' and 'model')")
     args = dict(ckpt["model_args"])
     args.pop("weights", None)  # the trained state_dict replaces any pretrained weights
     model = create_model(**args)

@@ -119,7 +119,7 @@ def _checkpoint(path: Path, variant: str) -> torch.nn.Module:
             "sites": None, "stages": None, "blocks": None, "attention_kwargs": {"ema": {"factor": 8}}}
     model = create_model(**args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "model_args": args, "epoch": 0, "rng": {"numpy": np.zeros(3)}}, path)
+    torch.save({"model": model.state_dict(), "model_args": args, "epoch": 0, "rng": {"torch": torch.get_rng_state()}}, path)
     return model.eval()
 
 
@@ -142,8 +142,10 @@ def test_write_report_draws_attention_maps_from_checkpoints(tmp_path: Path) -> N
         _checkpoint(run / "checkpoints" / "last.pt", v)
         (run / "predictions").mkdir()
         np.savez(run / "predictions" / "last.npz", labels=labels, top5=np.tile(np.arange(5), (20, 1)), epoch=0)
-        (run / "metrics.csv").write_text("epoch,val_top1,val_top5,epoch_seconds\n0,0.2,1.0,3.0\n")
-        (run / "summary.json").write_text(json.dumps({"status": "complete", "variant": v, "seed": 0}))
+        entry = {"epoch": 0, "val_top1": 0.2, "val_top5": 1.0, "val_loss": 1.5}
+        (run / "metrics.csv").write_text("epoch,val_top1,val_top5,val_loss,epoch_seconds\n0,0.2,1.0,1.5,3.0\n")
+        (run / "summary.json").write_text(json.dumps({"status": "complete", "variant": v, "seed": 0, "epochs": 1,
+                                                      "epochs_done": 1, "final": entry, "best": entry}))
     out = write_report(tmp_path, images=_images(3), n_images=2, n_boot=200, echo=False)
     png = tmp_path / "figures" / "attention_maps.png"
     assert out["paths"]["figures/attention_maps.png"] == png

@@ -178,10 +178,26 @@ def test_train_sharded_over_two_ranks_is_disjoint_and_even() -> None:
     for rank in range(2):
         loader = BatchLoader(split, batch_size=4, train=True, seed=5, rank=rank, world_size=2, augment=NO_AUG)
         loader.set_epoch(0)
-        assert len(loader) == 2 and loader.num_samples == 8  # 11 per rank, 2 full batches
+        assert len(loader) == 2 and loader.num_samples == 8  # 23 // (4 x 2) = 2 global steps
         shards.append(_epoch(loader)[2].tolist())
     assert not set(shards[0]) & set(shards[1])
-    assert shards[0] == perm[0:8] and shards[1] == perm[11:19]  # one permutation, own slice
+    # global step i is positions [8i, 8i+8) of one permutation; rank r takes its r-th half
+    assert shards[0] == perm[0:4] + perm[8:12] and shards[1] == perm[4:8] + perm[12:16]
+
+
+def test_two_ranks_see_the_images_and_crops_of_one_rank_with_the_same_global_batch() -> None:
+    split = _split(n=37)
+    cfg = AugmentConfig(crop_padding=2, hflip=True)
+    single = BatchLoader(split, batch_size=8, train=True, seed=3, augment=cfg)
+    ranks = [BatchLoader(split, batch_size=4, train=True, seed=3, augment=cfg, rank=r, world_size=2)
+             for r in range(2)]
+    for loader in (single, *ranks):
+        loader.set_epoch(2)
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 4
+    for (x, y, idx), (x0, y0, i0), (x1, y1, i1) in zip(single, *ranks, strict=True):
+        assert torch.equal(idx, torch.cat([i0, i1]))
+        assert torch.equal(y, torch.cat([y0, y1]))
+        assert torch.equal(x, torch.cat([x0, x1]))  # same crop and flip per image
 
 
 def test_non_resident_path_gives_the_same_batches() -> None:
@@ -193,8 +209,8 @@ def test_non_resident_path_gives_the_same_batches() -> None:
 
 
 def test_too_few_images_for_one_training_batch_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"^rank 1 has 5 training images, fewer than one batch of 8; "
-                                         r"lower batch_size or pass drop_last=False$"):
+    with pytest.raises(ValueError, match=r"^10 training images are fewer than one global batch of 8 x 2 "
+                                         r"rank\(s\); lower the batch size or pass drop_last=False$"):
         BatchLoader(_split(n=10), batch_size=8, train=True, rank=1, world_size=2)
 
 

@@ -12,9 +12,11 @@ drawn per position of the epoch's permutation, so image ``i`` of epoch ``e`` get
 same crop whatever the batch size or number of ranks. Call ``set_epoch`` before each
 epoch (as with ``DistributedSampler``).
 
-Sharding: train ranks all draw the same permutation and take their own contiguous slice
-of ``N // world_size`` positions (the uneven tail is dropped, so every rank has the same
-number of batches). Val ranks take contiguous, disjoint, in-order shares without padding,
+Sharding: ``batch_size`` is per rank and the global batch is ``batch_size * world_size``.
+Train ranks all draw the same permutation; global step ``i`` covers positions
+``[i*B, (i+1)*B)`` of it, and rank ``r`` takes the ``r``-th slice of ``batch_size`` of those,
+so the images of each optimizer step, and their augmentation, are the same whatever the
+number of ranks (the tail short of one global batch is dropped). Val ranks take contiguous, disjoint, in-order shares without padding,
 so summed over ranks every image is counted exactly once.
 """
 
@@ -125,17 +127,23 @@ class BatchLoader:
         self.image_size = int(split.images.shape[1])
         self.output_size = self.augment.train_size or self.image_size
         if train:
-            self._share = n // world_size  # same for every rank: the uneven tail is dropped
-            self._start = rank * self._share
+            global_batch = batch_size * world_size
+            full, rest = divmod(n, global_batch)
+            if world_size > 1 or self.drop_last:
+                rest = 0  # every rank has the same number of full batches
+            self._full_steps, self._tail = full, rest
+            self._start, self._share = 0, full * batch_size + rest
         else:
             self._start, stop = n * rank // world_size, n * (rank + 1) // world_size
             self._share = stop - self._start
-        full, rest = divmod(self._share, batch_size)
-        self._batches = full + (1 if rest and not self.drop_last else 0)
-        self.num_samples = full * batch_size if self.drop_last else self._share
+            full, rest = divmod(self._share, batch_size)
+            if self.drop_last:
+                rest = 0
+        self._batches = full + (1 if rest else 0)
+        self.num_samples = full * batch_size + rest
         if train and self._batches == 0:
-            raise ValueError(f"rank {rank} has {self._share} training images, fewer than one batch of "
-                             f"{batch_size}; lower batch_size or pass drop_last=False")
+            raise ValueError(f"{n} training images are fewer than one global batch of {batch_size} x "
+                             f"{world_size} rank(s); lower the batch size or pass drop_last=False")
         self.resident = _fits(split.images.nbytes + split.labels.nbytes, self.device) if resident is None else resident
         if self.resident:
             self._images, self._labels = resident_copy(split, self.device)
@@ -161,7 +169,11 @@ class BatchLoader:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         perm = torch.randperm(n, generator=g)
         draws = torch.rand(n, _NUM_DRAWS, generator=g)
-        rows = slice(self._start, self._start + self._share)
+        b, w = self.batch_size, self.world_size
+        steps = torch.arange(self._full_steps * b * w).view(self._full_steps, w, b)
+        rows = steps[:, self.rank].reshape(-1)
+        if self._tail:
+            rows = torch.cat([rows, torch.arange(self._full_steps * b, self._full_steps * b + self._tail)])
         return perm[rows], draws[rows]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -42,7 +42,28 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    """Strict JSON: a NaN or inf (a diverged figure) is written as null, never as bare NaN."""
+    atomic_write_text(path, json.dumps(finite_or_null(data), indent=2, default=_jsonable, allow_nan=False) + "\n")
+
+
+def write_config(path: Path, cfg: Any) -> None:
+    """The resolved config as YAML (atomic, like every record)."""
+    import yaml
+
+    from ..config import to_dict
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def finite_or_null(x: Any) -> Any:
+    """``x`` with every non-finite float (also numpy's) replaced by None."""
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
+        return None
+    return x
 
 
 def _jsonable(x: Any) -> Any:

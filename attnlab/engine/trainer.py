@@ -23,24 +23,101 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, ExperimentConfig, save_config, to_dict
+from ..config import ConfigError, ExperimentConfig, load_config, to_dict
+from ..errors import AttnlabError
 from ..models import count_parameters, create_model
 from . import records
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import (
+    load_checkpoint,
+    remove_stale_temps,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from .distributed import (
     DistInfo,
     all_gather_objects,
     all_reduce_sum,
     barrier,
+    broadcast_buffers,
+    broadcast_object,
     init_distributed,
 )
+from .lock import FolderLock
 from .optim import FreezeSchedule, build_optimizer, build_scheduler, current_lrs
+from .protocol import PROTOCOL_FILE, check_protocol, data_identity, run_protocol, write_protocol
 
 StepHook = Callable[[int, int], None]  # (epoch, step) -> None; tests inject faults through it
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(AttnlabError, RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+class RunExistsError(AttnlabError, FileExistsError):
+    """The run folder already holds a run and neither --resume nor --restart was given."""
+
+
+# what a run writes into its folder; --restart removes exactly these (and nothing else)
+RUN_RECORDS = ("checkpoints", "predictions", "tb", "metrics.csv", "summary.json", "config.yaml", PROTOCOL_FILE)
+RETRY_ADVICE = (
+    "Resuming would repeat the same steps. To retry with other settings (a lower train.lr, "
+    "train.grad_clip, or train.precision=bf16 instead of fp16), start the run over: "
+    "`attnlab train ... --restart` (or a new --run-dir); in an ablation, put them under "
+    "variant_overrides.<variant> and rerun `attnlab ablate ... --restart <run name>`"
+)
+
+
+def has_run_records(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in ("checkpoints/last.pt", "summary.json", PROTOCOL_FILE))
+
+
+def discard_run(run_dir: Path) -> None:
+    """Delete the run's own records (never other files a user keeps in the folder)."""
+    import shutil
+
+    for name in RUN_RECORDS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def recorded_protocol(run_dir: Path) -> dict[str, Any] | None:
+    """A run's recorded protocol: protocol.json, else (runs from before it) its config.yaml."""
+    from .protocol import read_protocol
+
+    found = read_protocol(run_dir)
+    if found is not None or not (run_dir / "config.yaml").is_file():
+        return found
+    try:
+        return run_protocol(load_config(run_dir / "config.yaml"))
+    except ConfigError:
+        return None
+
+
+def precision_name(precision: str, device: torch.device) -> str:
+    """``auto`` resolved: bf16 on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _on_main(info: DistInfo, action: Callable[[], None]) -> None:
+    """Run ``action`` on rank 0 and raise its error on every rank (no rank hangs in a barrier)."""
+    message = None
+    if info.is_main:
+        try:
+            action()
+        except AttnlabError as err:
+            if not info.enabled:
+                raise
+            message = str(err)
+    message = broadcast_object(message, info)
+    if message is not None:
+        raise AttnlabError(message)
 
 
 def resolve_device(spec: str, info: DistInfo) -> torch.device:
@@ -57,9 +134,7 @@ def resolve_device(spec: str, info: DistInfo) -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype, or None for plain fp32. ``auto``: bf16 on CUDA, fp32 on CPU."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision_name(precision, device)]
 
 
 def model_args(cfg: ExperimentConfig, num_classes: int) -> dict[str, Any]:
@@ -87,8 +162,12 @@ def preflight(args: dict[str, Any], image_size: int) -> None:
     """Build the architecture on the meta device and push one batch of shapes through it."""
     from ..models import check_forward_shapes
 
-    with torch.device("meta"):
-        model = create_model(**args)
+    try:
+        with torch.device("meta"):
+            model = create_model(**args)
+    except (ValueError, KeyError, TypeError) as err:  # a bad variant, backbone, site or module kwarg
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ConfigError(f"model {args['variant']} ({args['backbone']}) cannot be built: {text}") from None
     try:
         check_forward_shapes(model, image_size)
     except ValueError as err:
@@ -125,10 +204,10 @@ class Trainer:
         *,
         run_dir: str | Path | None = None,
         resume: bool = False,
+        restart: bool = False,
         dataset: Any = None,
+        wait: bool = False,
     ) -> None:
-        from ..data.loader import AugmentConfig, BatchLoader
-
         self.cfg = cfg
         tc = cfg.train
         self.dist = init_distributed(tc.device)
@@ -136,13 +215,47 @@ class Trainer:
         self.amp_dtype = resolve_precision(tc.precision, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.run_name
         self.ckpt_dir = self.run_dir / "checkpoints"
-        last = self.ckpt_dir / "last.pt"
-        if last.exists() and not resume:
-            raise FileExistsError(
-                f"{self.run_dir} already holds a run (checkpoints/last.pt); pass --resume to "
-                "continue it, or choose another name/output_dir"
+        self._lock = FolderLock(self.run_dir, wait=wait)
+        self._tb = None
+        _on_main(self.dist, lambda: self._claim_folder(resume=resume, restart=restart))
+        try:
+            self._setup(cfg, resume=resume, dataset=dataset)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _claim_folder(self, *, resume: bool, restart: bool) -> None:
+        """Lock the run folder, clear killed writes' temp files, refuse to overwrite a run."""
+        self._lock.acquire()
+        remove_stale_temps(self.run_dir)
+        if restart:
+            discard_run(self.run_dir)
+        elif has_run_records(self.run_dir) and not resume:
+            self._lock.release()
+            raise RunExistsError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it, --restart to "
+                "discard it and start over, or choose another --run-dir / name"
             )
+
+    def _setup(self, cfg: ExperimentConfig, *, resume: bool, dataset: Any) -> None:
+        from ..data.loader import AugmentConfig, BatchLoader
+
+        tc = cfg.train
+        last = self.ckpt_dir / "last.pt"
         self.data = dataset if dataset is not None else open_data(cfg, self.dist)
+        self.protocol = run_protocol(cfg, data=data_identity(self.data),
+                                     precision=precision_name(tc.precision, self.device))
+        _on_main(self.dist, lambda: check_protocol(
+            self.run_dir, self.protocol, recorded=recorded_protocol(self.run_dir),
+            fix="Rerun with the recorded values, or train the new protocol in another folder "
+                "(--run-dir, output_dir, or --restart to discard this run)"))
+        world = self.dist.world_size
+        if cfg.data.batch_size % world:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is the global batch and must divide evenly "
+                f"across the {world} processes; use a multiple of {world}"
+            )
+        self.rank_batch_size = cfg.data.batch_size // world
         num_classes = len(self.data.classes)
         self.model_args = model_args(cfg, num_classes)
         preflight(self.model_args, cfg.data.augment.train_size or self.data.image_size)
@@ -158,15 +271,15 @@ class Trainer:
         )
         common = dict(device=self.device, seed=cfg.seed, augment=augment, rank=self.dist.rank,
                       world_size=self.dist.world_size, channels_last=tc.channels_last)
-        self.train_loader = BatchLoader(self.data.train, batch_size=cfg.data.batch_size, train=True, **common)
+        self.train_loader = BatchLoader(self.data.train, batch_size=self.rank_batch_size, train=True, **common)
         self.val_loader = BatchLoader(self.data.val, batch_size=cfg.data.eval_batch_size, train=False, **common)
         self.steps_per_epoch = len(self.train_loader)
         if tc.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
         if self.steps_per_epoch < 1:
             raise ConfigError(
-                f"data.batch_size={cfg.data.batch_size} leaves no full training batch per rank "
-                f"({len(self.data.train.labels)} images, {self.dist.world_size} rank(s)); lower it"
+                f"data.batch_size={cfg.data.batch_size} leaves no full training batch "
+                f"({len(self.data.train.labels)} training images); lower it"
             )
         self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
         self.freeze = FreezeSchedule(self.optimizer, tc.freeze)
@@ -187,7 +300,6 @@ class Trainer:
         self.step_hooks: list[StepHook] = []
         if resume and last.exists():
             self._restore(load_checkpoint(last))
-        self._tb = None
 
     # ----------------------------------------------------------------- state
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -219,30 +331,42 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.dist.is_main
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            if self.history:
-                records.write_metrics(self.run_dir / "metrics.csv", self.history)
         try:
-            for epoch in range(self.start_epoch, cfg.train.epochs):
-                self._run_epoch(epoch)
-        except Exception as err:
             if main:
-                self._write_summary(status="failed", error=f"{type(err).__name__}: {err}")
-            raise
+                write_protocol(self.run_dir, self.protocol)
+                records.write_config(self.run_dir / "config.yaml", cfg)
+                if self.history:
+                    records.write_metrics(self.run_dir / "metrics.csv", self.history)
+            try:
+                for epoch in range(self.start_epoch, cfg.train.epochs):
+                    self._run_epoch(epoch)
+            except Exception as err:
+                if main:
+                    self._write_summary(status="failed", error=f"{type(err).__name__}: {err}")
+                raise
+            finally:
+                if self._tb is not None:
+                    self._tb.close()
+            summary = self._write_summary(status="complete") if main else {}
+            barrier(self.dist)
+            return summary
         finally:
-            if self._tb is not None:
-                self._tb.close()
-        summary = self._write_summary(status="complete") if main else {}
-        barrier(self.dist)
-        return summary
+            self._lock.release()
+
+    def close(self) -> None:
+        """Release the run folder (``fit`` does it itself)."""
+        self._lock.release()
 
     def _run_epoch(self, epoch: int) -> None:
         frozen = self.freeze.start_epoch(epoch)
         lrs = current_lrs(self.optimizer)
         train_stats = self.train_one_epoch(epoch)
+        # score (and save) one model: under DDP each rank's BatchNorm statistics drifted
+        # apart in the epoch's last forward pass, so every rank takes rank 0's buffers
+        broadcast_buffers(self.model, self.dist)
         val = self.evaluate(epoch)
+        if not math.isfinite(val["loss"]):
+            self._diverged(f"the validation loss is {val['loss']} after epoch {epoch}")
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": train_stats["loss"],
@@ -361,13 +485,13 @@ class Trainer:
 
     def _check_finite(self, nonfinite: torch.Tensor, epoch: int, step: int) -> None:
         if bool(nonfinite.item()):
-            last = self.ckpt_dir / "last.pt"
-            kept = f"the last good checkpoint {last} (epoch {self.history[-1]['epoch']}) is intact" if self.history else "no checkpoint had been written yet"
-            raise TrainingDiverged(
-                f"loss became NaN/inf in epoch {epoch} (at or before step {step}); {kept}. "
-                "Lower train.lr, set train.grad_clip, or use train.precision=bf16 instead of fp16, "
-                "then rerun with --resume."
-            )
+            self._diverged(f"the training loss became NaN/inf in epoch {epoch} (at or before step {step})")
+
+    def _diverged(self, what: str) -> None:
+        last = self.ckpt_dir / "last.pt"
+        kept = (f"the last good checkpoint {last} (epoch {self.history[-1]['epoch']}) is intact"
+                if self.history else "no checkpoint had been written yet")
+        raise TrainingDiverged(f"run {self.run_dir} diverged: {what}; it is marked failed and {kept}. {RETRY_ADVICE}")
 
     def _progress(self, epoch: int):
         if not (self.cfg.train.progress and self.dist.is_main):
@@ -391,7 +515,8 @@ class Trainer:
         for x, y, idx in self.val_loader:
             with self._autocast():
                 logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            logits = logits.float()  # Top-k on float32: bf16 rounding ties ~1% of top-1 picks
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             top = logits.topk(k, dim=1).indices
             idx_parts.append(idx.cpu())
             top5_parts.append(top.cpu())
@@ -455,6 +580,7 @@ class Trainer:
         return summary
 
 
-def train(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+def train(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, resume: bool = False,
+          restart: bool = False, wait: bool = False) -> dict[str, Any]:
     """Train one run and return its summary (empty on ranks other than 0)."""
-    return Trainer(cfg, run_dir=run_dir, resume=resume).fit()
+    return Trainer(cfg, run_dir=run_dir, resume=resume, restart=restart, wait=wait).fit()
