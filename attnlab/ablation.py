@@ -8,67 +8,160 @@ With ``cfg.sweep`` the rows are the sweep's layouts instead of the variants (att
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig, save_config
+from .config import ConfigError, ExperimentConfig, load_config
+from .engine import records
+from .engine.checkpoint import atomic_write_text, remove_stale_temps
 from .engine.distributed import DistInfo, init_distributed
+from .engine.lock import FolderLock
+from .engine.protocol import (
+    ablation_protocol,
+    check_protocol,
+    data_identity,
+    run_protocol,
+    write_protocol,
+)
+from .engine.trainer import recorded_protocol
 from .sweep import check_sweep, run_config, run_labels
 
 
 def run_status(run_dir: Path) -> str:
-    """``complete``, ``partial`` (has a checkpoint to resume from) or ``new``."""
+    """``complete``, ``partial`` (has a checkpoint to resume from) or ``new``.
+
+    Only a valid summary.json saying ``complete`` makes a run complete."""
     summary = run_dir / "summary.json"
     if summary.is_file():
         try:
             if json.loads(summary.read_text()).get("status") == "complete":
                 return "complete"
-        except json.JSONDecodeError:
+        except (OSError, ValueError, AttributeError):
             pass
     return "partial" if (run_dir / "checkpoints" / "last.pt").is_file() else "new"
 
 
-def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print) -> list[Path]:
+def grid_runs(cfg: ExperimentConfig, out: Path) -> list[tuple[str, int, Path]]:
+    """(row label, seed, run folder) of every run of the grid, seed-major."""
+    return [(v, s, out / "runs" / f"{v}_seed{s}") for s in cfg.seeds for v in run_labels(cfg)]
+
+
+def _merged_record(cfg: ExperimentConfig, out: Path) -> ExperimentConfig:
+    """ablation.yaml's content: this config, with the grid grown by earlier invocations'
+    variants and seeds (a folder's record lists every run it holds)."""
+    path = out / "ablation.yaml"
+    if not path.is_file() or cfg.sweep:
+        return cfg
+    try:
+        old = load_config(path)
+    except ConfigError:
+        return cfg
+    merged = copy.deepcopy(cfg)
+    merged.variants = list(dict.fromkeys([*old.variants, *cfg.variants]))
+    merged.seeds = list(dict.fromkeys([*old.seeds, *cfg.seeds]))
+    return merged
+
+
+def check_grid(cfg: ExperimentConfig, out: Path, data: Any, precision: str,
+               restart: set[str] = frozenset()) -> None:
+    """Before anything trains: the folder's shared protocol and each existing run's own
+    protocol must equal this config's (``restart``: run names whose records are discarded)."""
+    identity = data_identity(data)
+    fix = "Rerun with the recorded values, or run the new protocol in a new --out folder"
+    check_protocol(out, ablation_protocol(cfg, data=identity), fix=fix)
+    for label, seed, run_dir in grid_runs(cfg, out):
+        if run_dir.name in restart or not run_dir.is_dir():
+            continue
+        recorded = recorded_protocol(run_dir)
+        if recorded is None:
+            continue
+        protocol = run_protocol(run_config(cfg, label, seed), data=identity, precision=precision)
+        check_protocol(run_dir, protocol, recorded=recorded,
+                       fix=f"{fix}; or discard this run with --restart {run_dir.name}")
+
+
+def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list[str] | None = None,
+             wait: bool = False) -> list[Path]:
     """Train every (variant, seed) of ``cfg`` under ``out/runs``; returns the run folders.
 
-    A sweep's layouts take the variants' place; each is checked before anything trains."""
-    from .engine.trainer import Trainer, open_data
+    A sweep's layouts take the variants' place; each is checked before anything trains.
+    The folder is locked for this process; the shared and per-run protocols are checked
+    against the records before any run starts; ``restart`` names runs to discard first."""
+    from .engine.trainer import (
+        Trainer,
+        _on_main,
+        discard_run,
+        model_args,
+        open_data,
+        precision_name,
+        preflight,
+        resolve_device,
+    )
 
     check_sweep(cfg)
     out = Path(out)
     info: DistInfo = init_distributed(cfg.train.device)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "ablation.yaml")
-    grid = [(v, s) for s in cfg.seeds for v in run_labels(cfg)]
-    data = None
-    runs = []
-    for i, (variant, seed) in enumerate(grid, 1):
-        run_dir = out / "runs" / f"{variant}_seed{seed}"
-        runs.append(run_dir)
-        status = run_status(run_dir)
-        if status == "complete":
-            log(f"[{i}/{len(grid)}] {run_dir.name}: complete, skipped")
-            continue
-        log(f"[{i}/{len(grid)}] {run_dir.name}: {'resuming' if status == 'partial' else 'training'}")
-        run_cfg = run_config(cfg, variant, seed)
-        if data is None:
-            data = open_data(run_cfg, info)
-            check_sweep(cfg, image_size=cfg.data.augment.train_size or data.image_size,
-                        num_classes=len(data.classes))
-        start = time.perf_counter()
-        summary = Trainer(run_cfg, run_dir=run_dir, resume=True, dataset=data).fit()
-        if summary:
-            log(f"    best val top-1 {summary['best']['val_top1']:.4f} (epoch {summary['best']['epoch']}), "
-                f"final {summary['final']['val_top1']:.4f}, {time.perf_counter() - start:.0f} s")
-    return runs
+    grid = grid_runs(cfg, out)
+    restart_set = set(restart or ())
+    unknown = sorted(restart_set - {d.name for _, _, d in grid})
+    if unknown:
+        raise ConfigError(f"--restart names run(s) {unknown} that are not in this grid "
+                          f"(runs: {', '.join(d.name for _, _, d in grid)})")
+    lock = FolderLock(out, wait=wait)
+    _on_main(info, lock.acquire)
+    try:
+        data = open_data(run_config(cfg, *grid[0][:2]), info)
+        check_sweep(cfg, image_size=cfg.data.augment.train_size or data.image_size, num_classes=len(data.classes))
+        size = cfg.data.augment.train_size or data.image_size
+        for label, seed, _ in grid[: len(run_labels(cfg))]:  # every row builds, before any trains
+            preflight(model_args(run_config(cfg, label, seed), len(data.classes)), size)
+        precision = precision_name(cfg.train.precision, resolve_device(cfg.train.device, info))
+
+        def record() -> None:
+            check_grid(cfg, out, data, precision, restart_set)
+            remove_stale_temps(out)
+            for name in sorted(restart_set):
+                log(f"--restart {name}: discarding its records")
+                discard_run(out / "runs" / name)
+            write_protocol(out, ablation_protocol(cfg, data=data_identity(data)))
+            records.write_config(out / "ablation.yaml", _merged_record(cfg, out))
+
+        _on_main(info, record)
+        runs = []
+        for i, (variant, seed, run_dir) in enumerate(grid, 1):
+            runs.append(run_dir)
+            status = run_status(run_dir)
+            if status == "complete":
+                log(f"[{i}/{len(grid)}] {run_dir.name}: complete, skipped")
+                continue
+            log(f"[{i}/{len(grid)}] {run_dir.name}: {'resuming' if status == 'partial' else 'training'}")
+            start = time.perf_counter()
+            summary = Trainer(run_config(cfg, variant, seed), run_dir=run_dir, resume=True, dataset=data).fit()
+            if summary:
+                log(f"    best val top-1 {summary['best']['val_top1']:.4f} (epoch {summary['best']['epoch']}), "
+                    f"final {summary['final']['val_top1']:.4f}, {time.perf_counter() - start:.0f} s")
+        return runs
+    finally:
+        lock.release()
+
+
+def training_format(cfg: ExperimentConfig, device: str) -> tuple[str, bool]:
+    """(dtype, channels_last) the runs trained in on ``device`` (``auto`` precision resolved)."""
+    import torch
+
+    from .engine.trainer import precision_name
+
+    return precision_name(cfg.train.precision, torch.device(device)), cfg.train.channels_last
 
 
 def profile_grid(cfg: ExperimentConfig, out: str | Path, *, image_size: int, num_classes: int,
-                 device: str = "cpu", **kwargs: Any) -> dict[str, Any]:
-    """Profile each variant (or sweep layout) of the grid once and save ``profile.json`` beside the runs."""
+                 device: str = "cpu", filename: str = "profile.json", **kwargs: Any) -> dict[str, Any]:
+    """Profile each variant (or sweep layout) of the grid once and save ``filename`` beside the runs.
+
+    ``kwargs`` go to ``profile_variants`` (e.g. ``dtype="bf16", channels_last=True``)."""
     from .profile import profile_variants
 
     m = cfg.model
@@ -81,8 +174,7 @@ def profile_grid(cfg: ExperimentConfig, out: str | Path, *, image_size: int, num
                           "stages": m.stages, "blocks": m.blocks, "placements": m.placements},
             **kwargs,
         )
-    path = Path(out) / "profile.json"
-    path.write_text(json.dumps(result, indent=2))
+    atomic_write_text(Path(out) / filename, json.dumps(result, indent=2))
     return result
 
 

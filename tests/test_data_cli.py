@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
-from attnlab.commands import data as data_command
+from attnlab.cli import main
 
 
 def _run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="attnlab")
-    data_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", *argv])
-    return args.func(args)
+    return main(["data", *argv])
 
 
 def test_synth_prepare_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,6 +49,6 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     capsys.readouterr()
     assert _run("prepare", "--root", str(out)) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {out}/val/val_annotations.txt: not found.") and err.count("\n") == 1
+    assert err.startswith(f"attnlab data: error: {out}/val/val_annotations.txt: not found.") and err.count("\n") == 1
     assert _run("synth", "--out", str(out), "--classes", "0") == 2
-    assert capsys.readouterr().err.startswith("error: need classes >= 1")
+    assert capsys.readouterr().err.startswith("attnlab data: error: need classes >= 1")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -38,11 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=func)
 
 
-def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return 2
-
-
 def run_synth(args: argparse.Namespace) -> int:
     import time
 
@@ -52,8 +46,10 @@ def run_synth(args: argparse.Namespace) -> int:
     try:
         root = write_synthetic(args.out, classes=args.classes, train_per_class=args.train_per_class,
                                val_per_class=args.val_per_class, size=args.size, seed=args.seed)
-    except ValueError as exc:
-        return _fail(exc)
+    except ValueError as exc:  # a bad option value: the user's to fix
+        from ..errors import AttnlabError
+
+        raise AttnlabError(str(exc)) from None
     n_train, n_val = args.classes * args.train_per_class, args.classes * args.val_per_class
     print(f"wrote {root}: {args.classes} classes, train {n_train:,} + val {n_val:,} images "
           f"({args.size}x{args.size}) in {time.perf_counter() - start:.1f} s")
@@ -64,13 +60,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from ..data.cache import prepare
-    from ..data.tiny_imagenet import DataError
 
-    try:
-        ds = prepare(args.root, args.cache_dir, workers=args.workers, progress=not args.quiet,
-                     force=args.force, size=args.size)
-    except DataError as exc:
-        return _fail(exc)
+    ds = prepare(args.root, args.cache_dir, workers=args.workers, progress=not args.quiet,
+                 force=args.force, size=args.size)
     meta = ds.meta
     print(f"source  {meta['source']} ({meta['source_kind']}, fingerprint {meta['fingerprint'][:12]})")
     print(f"classes {ds.num_classes}")
@@ -87,12 +79,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from ..data.cache import CacheError, cache_name, default_cache_dir, open_cache, scan_source
-    from ..data.tiny_imagenet import DataError
 
-    try:
-        index = scan_source(args.root)
-    except DataError as exc:
-        return _fail(exc)
+    index = scan_source(args.root)
     print(f"source  {index.location} ({index.kind}, fingerprint {index.fingerprint[:12]})")
     print(f"classes {len(index.classes)}: " + ", ".join(
         f"{w} ({n})" for w, n in list(zip(index.classes, index.class_names, strict=True))[:3])

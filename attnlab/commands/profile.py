@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
             model_kwargs=args.model_kwargs, measure_latency=not args.no_latency,
             measure_train=not args.no_train, progress=sys.stderr.isatty(),
         )
-    except (ValueError, RuntimeError) as err:
-        print(f"attnlab profile: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, RuntimeError) as err:  # a variant, size or device this machine cannot profile
+        from ..errors import AttnlabError
+
+        raise AttnlabError(str(err)) from None
     print(format_profile_table(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
