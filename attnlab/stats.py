@@ -16,12 +16,17 @@ seed; pooling the discordant pairs of all seeds instead would count each image s
 times as if independent). Both cover val-set sampling, not training-seed variation; the
 std over seeds in the results table shows the latter.
 
-A gain is called significant only when the interval excludes 0 *and* p < alpha.
+A report tests several comparisons at once (each variant against the baseline, the hybrid
+against each of its modules), so its p-values are adjusted for that family with Holm's
+step-down method (:func:`holm`), which controls the family-wise error rate at alpha
+without assuming the comparisons independent. A gain is called significant only when the
+interval excludes 0 *and* the adjusted p < alpha. The intervals are per comparison.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +50,28 @@ def mcnemar_exact(b: int, c: int) -> float:
         term = term * (n - i) // (i + 1)  # C(n, i + 1), exact
         total += term
     return min(1.0, total / 2 ** (n - 1))  # 2 * total / 2**n, correctly rounded
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order.
+
+    With the m finite p-values sorted, p(1) <= ... <= p(m), the i-th smallest becomes
+    ``max over j <= i of min(1, (m - j + 1) * p(j))``: monotone in p and capped at 1.
+    NaN p-values stay NaN and do not count in m. E.g. [0.01, 0.04, 0.03] ->
+    [0.03, 0.06, 0.06].
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    if (p[ok] < 0).any() or (p[ok] > 1).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {p[ok].tolist()}")
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
 
 
 def mcnemar_chi2(b: int, c: int, *, correction: bool = True) -> tuple[float, float]:
@@ -169,27 +196,40 @@ def verdict(
     *,
     alpha: float = 0.05,
     p_note: str = "",
+    p_holm: float | None = None,
 ) -> str:
     """One plain-language line, e.g. ``hybrid vs simam: +0.80 pt Top-1 [95% CI -0.20, +1.70],
-    McNemar p=0.11 — not significant (the interval includes 0)``."""
+    McNemar p=0.11 — not significant (the interval includes 0)``.
+
+    With ``p_holm`` (the family-adjusted p, see :func:`holm`) the line shows both, e.g.
+    ``McNemar p=0.011, Holm p=0.033``, and the verdict uses the adjusted one.
+    """
     level = f"{ci.confidence * 100:g}%"
-    p_txt = format_p(p)
-    p_part = f"McNemar p{'' if p_txt.startswith('<') else '='}{p_txt}{p_note}"
+    p_part = f"McNemar {_p_eq(p)}{p_note}"
+    decide, p_name = p, "p"
+    if p_holm is not None:
+        p_part += f", Holm {_p_eq(p_holm)}"
+        decide, p_name = p_holm, "Holm p"
     head = (
         f"{a} vs {b}: {100 * ci.delta:+.2f} pt Top-1 "
         f"[{level} CI {100 * ci.low:+.2f}, {100 * ci.high:+.2f}], {p_part}"
     )
-    if is_significant(ci.low, ci.high, p, alpha):
+    if is_significant(ci.low, ci.high, decide, alpha):
         better = "better" if ci.delta > 0 else "worse"
         return f"{head} — significant: {a} is {better} than {b}"
     reasons = []
     if not (ci.low > 0 or ci.high < 0):
         reasons.append("the interval includes 0")
-    if math.isnan(p):
+    if math.isnan(decide):
         reasons.append("no p-value")
-    elif not p < alpha:
-        reasons.append(f"p ≥ {alpha:g}")
+    elif not decide < alpha:
+        reasons.append(f"{p_name} ≥ {alpha:g}")
     return f"{head} — not significant ({' and '.join(reasons) or 'undefined'})"
+
+
+def _p_eq(p: float) -> str:
+    txt = format_p(p)
+    return f"p{'' if txt.startswith('<') else '='}{txt}"
 
 
 def _as_bool(x: np.ndarray) -> np.ndarray:

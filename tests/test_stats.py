@@ -211,3 +211,45 @@ def test_format_p_never_rounds_across_alpha() -> None:
     assert stats.format_p(0.0496) == "0.0496"
     assert stats.format_p(0.0004) == "<0.001"
     assert stats.format_p(float("nan")) == "n/a"
+
+
+# -------------------------------------------------------------------- Holm
+def test_holm_known_values() -> None:
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06], rtol=1e-12)
+    np.testing.assert_allclose(stats.holm([0.02]), [0.02])
+    np.testing.assert_allclose(stats.holm([0.5, 0.4, 0.001]), [0.8, 0.8, 0.003], rtol=1e-12)
+
+
+def test_holm_caps_at_one_keeps_order_and_ties() -> None:
+    adj = stats.holm([0.3, 0.6, 0.9, 0.2])
+    np.testing.assert_allclose(adj, [0.9, 1.0, 1.0, 0.8], rtol=1e-12)
+    np.testing.assert_allclose(stats.holm([0.01, 0.01]), [0.02, 0.02])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.random(int(rng.integers(1, 12))) ** 3
+        adj = stats.holm(p)
+        order = np.argsort(p)
+        assert (np.diff(adj[order]) >= 0).all()  # monotone in p
+        assert ((adj >= p) & (adj <= 1)).all()
+        assert (adj <= np.minimum(1, p.size * p) + 1e-15).all()  # never above Bonferroni
+
+
+def test_holm_leaves_nan_out_of_the_family() -> None:
+    adj = stats.holm([0.01, float("nan"), 0.04, 0.03])
+    assert np.isnan(adj[1])
+    np.testing.assert_allclose(adj[[0, 2, 3]], [0.03, 0.06, 0.06], rtol=1e-12)  # m = 3, not 4
+    assert np.isnan(stats.holm([float("nan")])).all() and stats.holm([]).size == 0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        stats.holm([0.5, 1.5])
+
+
+def test_verdict_with_holm_shows_both_and_decides_on_holm() -> None:
+    ci = _ci(0.02, 0.005, 0.035)
+    text = stats.verdict("hybrid", "baseline", ci, 0.011, p_holm=0.033)
+    assert text == ("hybrid vs baseline: +2.00 pt Top-1 [95% CI +0.50, +3.50], McNemar p=0.011, Holm p=0.033 — "
+                    "significant: hybrid is better than baseline")
+    text = stats.verdict("ema", "baseline", ci, 0.02, p_holm=0.06, p_note=" (images pooled over 2 seeds)")
+    assert "McNemar p=0.02 (images pooled over 2 seeds), Holm p=0.06 — not significant (Holm p ≥ 0.05)" in text
+    both = stats.verdict("a", "b", _ci(0.01, -0.01, 0.03), 0.2, p_holm=0.6)
+    assert both.endswith("not significant (the interval includes 0 and Holm p ≥ 0.05)")
