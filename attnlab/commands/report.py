@@ -19,7 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=4, help="val images in the attention-map figure")
     p.add_argument("--block", default=None, help="block for the attention maps, e.g. layer2.3 (default: deepest >= 7x7)")
     p.add_argument("--no-figures", action="store_true", help="tables and statistics only")
-    p.add_argument("--include-incomplete", action="store_true", help="also report runs not marked complete")
+    p.add_argument("--include-incomplete", action="store_true",
+                   help="also report running/failed runs whose records check out (never one without summary.json)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop with an error naming the file if any run is left out (missing, damaged or "
+                        "inconsistent records) instead of reporting the others with a note")
     p.add_argument("--device", default="cpu", help="device for the attention maps")
     p.set_defaults(func=run)
 
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     result = write_report(
         args.dir, data_root=args.data_root, policy=args.policy, alpha=args.alpha, n_boot=args.n_boot,
         seed=args.seed, baseline=args.baseline, make_figures=not args.no_figures, n_images=args.n_images,
-        block=args.block, include_incomplete=args.include_incomplete, device=args.device,
+        block=args.block, include_incomplete=args.include_incomplete, device=args.device, strict=args.strict,
     )
     print()
     for name, path in result["paths"].items():

@@ -1,8 +1,9 @@
 """The report: reads an ablation folder (docs/run-records.md), writes tables, statistics
 and figures. One job per module:
 
-* ``records``      run folders: metrics.csv, summary.json, predictions, checkpoints
-* ``profile_json`` profile.json's efficiency figures, read defensively
+* ``records``      run folders: summary.json (authoritative), checked against metrics.csv
+                   and the predictions; damaged runs are left out with a note
+* ``profile_json`` profile.json's (and profile_train.json's) efficiency figures, read defensively
 * ``table``        the results table (one row per variant)
 * ``comparisons``  paired statistics between variants, per-class changes
 * ``render``       Markdown and LaTeX
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from .comparisons import compare_variants, comparison_pairs, per_class_delta
 from .profile_json import read_profile
-from .records import POLICIES, Predictions, RunRecord, load_runs
+from .records import POLICIES, Predictions, RunRecord, load_runs, read_run
 from .table import results_table
 from .writer import write_report
 
@@ -26,6 +27,7 @@ __all__ = [
     "load_runs",
     "per_class_delta",
     "read_profile",
+    "read_run",
     "results_table",
     "write_report",
 ]

@@ -6,10 +6,15 @@ k, same val order). With several seeds the pooled row averages each image's diff
 over the seeds, and both the interval and the test take the image as the unit (see
 attnlab.stats: the test is McNemar's exact test on the images where one variant wins on
 the seed average). Per-seed rows, each an ordinary McNemar test, are kept beside it.
+
+The p-values are adjusted for multiple comparisons with Holm's step-down method
+(``p_holm``, see attnlab.stats.holm): the pooled rows (scope ``all``) form one family,
+the rows of each seed another. Verdicts and ``significant`` use ``p_holm``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +24,10 @@ from .. import stats
 from ..models import VARIANTS
 from .records import Predictions, RunRecord
 from .table import group_by_variant
+
+COLUMNS = ("a", "b", "scope", "n_seeds", "n_images", "top1_a_pct", "top1_b_pct", "delta_pt", "ci_low_pt",
+           "ci_high_pt", "confidence", "a_better_images", "b_better_images", "mcnemar_p", "p_holm", "p_rule",
+           "significant", "verdict")
 
 
 def comparison_pairs(variants: Sequence[str], baseline: str = "baseline") -> list[tuple[str, str]]:
@@ -67,7 +76,11 @@ def compare_variants(
     baseline: str = "baseline",
     warnings: list[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per pair with the pooled result (scope ``all``), plus per-seed rows."""
+    """One row per pair with the pooled result (scope ``all``), plus per-seed rows.
+
+    ``mcnemar_p`` is each comparison's own p; ``p_holm`` is Holm-adjusted within its
+    family (all ``all`` rows; the rows of one seed); ``significant`` and ``verdict`` use
+    ``p_holm``."""
     warnings = warnings if warnings is not None else []
     groups = group_by_variant(runs)
     rows = []
@@ -82,7 +95,16 @@ def compare_variants(
         rows.append(_row(a, b, "all", ca, cb, alpha, n_boot, seed))
         if len(seeds) > 1:
             rows.extend(_row(a, b, f"seed {s}", ca[i], cb[i], alpha, n_boot, seed) for i, s in enumerate(seeds))
-    return pd.DataFrame(rows)
+    for family in {r["scope"] for r in rows}:
+        members = [r for r in rows if r["scope"] == family]
+        for r, adjusted in zip(members, stats.holm([r["mcnemar_p"] for r in members]), strict=True):
+            r["p_holm"] = float(adjusted)
+    for r in rows:
+        ci = r.pop("_ci")
+        r["significant"] = stats.is_significant(ci.low, ci.high, r["p_holm"], alpha)
+        r["verdict"] = stats.verdict(r["a"], r["b"], ci, r["mcnemar_p"], alpha=alpha, p_note=r.pop("_note"),
+                                     p_holm=r["p_holm"])
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _row(a: str, b: str, scope: str, ca: np.ndarray, cb: np.ndarray, alpha: float, n_boot: int,
@@ -100,9 +122,8 @@ def _row(a: str, b: str, scope: str, ca: np.ndarray, cb: np.ndarray, alpha: floa
         "top1_a_pct": 100 * float(np.mean(ca)), "top1_b_pct": 100 * float(np.mean(cb)),
         "delta_pt": 100 * ci.delta, "ci_low_pt": 100 * ci.low, "ci_high_pt": 100 * ci.high,
         "confidence": ci.confidence, "a_better_images": a_wins, "b_better_images": b_wins,
-        "mcnemar_p": p, "p_rule": rule,
-        "significant": stats.is_significant(ci.low, ci.high, p, alpha),
-        "verdict": stats.verdict(a, b, ci, p, alpha=alpha, p_note=note),
+        "mcnemar_p": p, "p_holm": math.nan, "p_rule": rule, "significant": False, "verdict": "",
+        "_ci": ci, "_note": note,
     }
 
 

@@ -8,6 +8,11 @@ size; other layouts are flattened to dotted keys and the figures found by name (
 ``gmacs`` or ``macs``; ``latency_b1_ms``; ``throughput.images_per_s`` with
 ``throughput.batch``). A figure that is not found is ``None`` and shows as "n/a": never
 guessed.
+
+``profile_train.json`` (same schema, optional) profiles the models at the training format
+(e.g. bf16 and channels_last on CUDA; its ``config`` / ``environment`` hold ``dtype`` and
+``channels_last``): :func:`read_train_profile` reads its batch-1 latency and throughput,
+which the report shows in their own columns, suffixed with that format (``format_label``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from typing import Any
 FIELDS = ("params", "added_params", "gmacs", "gmacs_size", "attention_gops", "latency_b1_ms",
           "latency_b1_p95_ms", "throughput_img_s", "throughput_batch")
 _ENTRY_LISTS = ("variants", "results", "models", "rows", "entries")
+TRAIN_FIELDS = ("latency_b1_ms", "latency_b1_p95_ms", "throughput_img_s", "throughput_batch")
+_DTYPE_LABELS = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "bf16": "bf16", "bfloat16": "bf16",
+                 "fp16": "fp16", "float16": "fp16", "half": "fp16"}
 _B1 = re.compile(r"(^|[._])(batch_?1|bs_?1|b1|1)([._]|$)")
 _BATCH = re.compile(r"(?:batch|bs|b)_?(\d+)")
 
@@ -45,6 +53,33 @@ def read_profile(path: str | Path, variants: Iterable[str] = ()) -> tuple[dict[s
                 meta.update({k: v for k, v in data[key].items() if not isinstance(v, (dict, list))})
     size = meta.get("image_size")
     return {name: extract(entry, image_size=size) for name, entry in entries.items()}, meta, []
+
+
+def read_train_profile(path: str | Path, variants: Iterable[str] = ()) -> tuple[dict[str, dict[str, Any]], str | None, list[str]]:
+    """``profile_train.json``: (per-variant ``TRAIN_FIELDS``, format label, warnings).
+
+    A missing file gives ``({}, None, [])``: no extra columns and nothing to say."""
+    path = Path(path)
+    if not path.is_file():
+        return {}, None, []
+    figures, meta, warnings = read_profile(path, variants)
+    if not figures:
+        return {}, None, warnings
+    out = {v: {k: f.get(k) for k in TRAIN_FIELDS} for v, f in figures.items()}
+    return out, format_label(meta), warnings
+
+
+def format_label(meta: dict[str, Any]) -> str:
+    """Column suffix of a profile's numeric format: ``bf16_cl`` (bf16, channels_last),
+    ``fp16``, ``fp32_cl``, ...; ``train`` if the file does not say its dtype."""
+    dtype = str(meta.get("dtype") or "").lower().removeprefix("torch.")
+    label = _DTYPE_LABELS.get(dtype, re.sub(r"[^a-z0-9]+", "", dtype)) or "train"
+    return label + ("_cl" if meta.get("channels_last") is True else "")
+
+
+def format_text(label: str) -> str:
+    """``bf16_cl`` -> ``bf16, channels_last`` (for headers and captions)."""
+    return label[:-3] + ", channels_last" if label.endswith("_cl") else label
 
 
 def extract(entry: dict[str, Any], *, image_size: int | None = None) -> dict[str, Any]:

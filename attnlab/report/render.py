@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..stats import format_p
+from .profile_json import format_text
 
 NA = "n/a"
 
@@ -23,8 +24,12 @@ POLICY_TEXT = {
 }
 
 
-def caption(policy: str, other: str, meta: Mapping[str, Any]) -> str:
+def caption(policy: str, other: str, meta: Mapping[str, Any], train_format: str | None = None) -> str:
     when, why = POLICY_TEXT[policy]
+    train = ""
+    if train_format:
+        train = (f" Latency and throughput at the training format ({format_text(train_format)}) from "
+                 "profile_train.json, in their own columns.")
     where = ", ".join(f"{k} {meta[k]}" for k in ("device", "device_name", "dtype", "image_size", "channels_last") if k in meta)
     return (
         f"Tiny ImageNet val Top-1 / Top-5 (%) at {when} ({why}). Mean ± sample std over seeds "
@@ -32,13 +37,18 @@ def caption(policy: str, other: str, meta: Mapping[str, Any]) -> str:
         "Attn Gops: the attention modules' elementwise and reduction work (1e9 ops per image), "
         "which GMACs do not count. "
         f"Top-1 ({other}) gives the other policy's mean. Params, GMACs (multiply-adds), latency "
-        f"at batch 1 (median) and throughput at the largest timed batch from profile.json{f' ({where})' if where else ''}; "
-        "training time: mean training seconds per epoch (metrics.csv) and total training "
-        "time per run (summary.json), averaged over seeds."
+        f"at batch 1 (median) and throughput at the largest timed batch from profile.json{f' ({where})' if where else ''}."
+        f"{train} Accuracies and epochs from each run's summary.json, checked against its "
+        "metrics.csv and per-image predictions; training time: mean training seconds per epoch "
+        "(metrics.csv) and total training time per run (summary.json), averaged over seeds."
     )
 
 
-def stats_caption(alpha: float, n_boot: int) -> str:
+def stats_caption(alpha: float, n_boot: int, n_comparisons: int | None = None) -> str:
+    if n_comparisons is None:
+        family = "the comparisons of this table"
+    else:
+        family = f"the {n_comparisons} comparison{'s' if n_comparisons != 1 else ''} of this table"
     return (
         f"Paired comparisons on the val images (A − B, Top-1 points): {100 * (1 - alpha):g}% "
         f"percentile interval from a paired bootstrap over images ({n_boot:,} resamples) and "
@@ -46,7 +56,10 @@ def stats_caption(alpha: float, n_boot: int) -> str:
         "runs pair by seed and each image's difference is averaged over seeds: the bootstrap "
         "resamples images once for all seeds and the test counts the images each variant wins "
         "on that average (per-seed results in statistics.csv). "
-        f"A difference is called significant only if the interval excludes 0 and p < {alpha:g}."
+        f"Multiple comparisons: McNemar p-values are Holm-Bonferroni adjusted over {family} "
+        "(Holm p; per-seed rows in statistics.csv over each seed's comparisons); the intervals "
+        f"are per comparison. A difference is called significant only if the interval excludes 0 "
+        f"and Holm p < {alpha:g}."
     )
 
 
@@ -68,16 +81,19 @@ def display_rows(table: pd.DataFrame, baseline: str) -> tuple[list[str], list[li
     header = ["Variant", "Seeds", "Top-1 (%)", "ΔTop-1", "Top-5 (%)", "ΔTop-5",
               f"Top-1 ({other.split('_')[1]})", "Params", "Added params", "GMACs", "ΔGMACs", "Attn Gops",
               "s / epoch", "Train total (min)", "Latency b1 (ms)", "ΔLatency (ms)", "Throughput (img/s)"]
+    formats = train_formats(table)
+    for fmt in formats:
+        header += [f"Latency b1 (ms, {format_text(fmt)})", f"Throughput (img/s, {format_text(fmt)})"]
     rows = []
     for _, r in table.iterrows():
         ref = r["variant"] == baseline
-        tput = _fmt(r["throughput_img_s"], ",.0f")
-        if tput != NA and not pd.isna(r["throughput_batch"]):
-            tput += f" (batch {int(r['throughput_batch'])})"
+        tput = _throughput(r["throughput_img_s"], r["throughput_batch"])
         total = r["train_seconds_total"]
-        latency = _fmt(r["latency_b1_ms"], ".2f")
-        if latency != NA and _fmt(r["latency_b1_p95_ms"]) != NA:
-            latency += f" (p95 {r['latency_b1_p95_ms']:.2f})"
+        latency = _latency(r["latency_b1_ms"], r["latency_b1_p95_ms"])
+        extra = []
+        for fmt in formats:
+            extra += [_latency(r[f"latency_b1_ms_{fmt}"], r[f"latency_b1_p95_ms_{fmt}"]),
+                      _throughput(r[f"throughput_img_s_{fmt}"], r[f"throughput_batch_{fmt}"])]
         rows.append([
             str(r["variant"]), str(r["n_seeds"]),
             _pm(r["top1_mean_pct"], r["top1_std_pct"]), "—" if ref else _fmt(r["top1_delta_pt"], "+.2f"),
@@ -88,13 +104,34 @@ def display_rows(table: pd.DataFrame, baseline: str) -> tuple[list[str], list[li
             _fmt(r["gmacs"], ".3f"), "—" if ref else _fmt(r["gmacs_delta"], "+.3f"), _fmt(r["attention_gops"], ".4f"),
             _fmt(r["epoch_seconds"], ".1f"), _fmt(None if pd.isna(total) else total / 60, ".1f"),
             latency, "—" if ref else _fmt(r["latency_b1_delta_ms"], "+.2f"),
-            tput,
+            tput, *extra,
         ])
     return header, rows
 
 
+def train_formats(table: pd.DataFrame) -> list[str]:
+    """Format labels of the training-format columns (``latency_b1_ms_<format>``)."""
+    prefix = "latency_b1_ms_"
+    return [c[len(prefix):] for c in table.columns if c.startswith(prefix)]
+
+
+def _latency(median: Any, p95: Any) -> str:
+    text = _fmt(median, ".2f")
+    if text != NA and _fmt(p95) != NA:
+        text += f" (p95 {p95:.2f})"
+    return text
+
+
+def _throughput(rate: Any, batch: Any) -> str:
+    text = _fmt(rate, ",.0f")
+    if text != NA and not pd.isna(batch):
+        text += f" (batch {int(batch)})"
+    return text
+
+
 def stats_rows(comparisons: pd.DataFrame, *, pooled_only: bool = True) -> tuple[list[str], list[list[str]]]:
-    header = ["A vs B", "Seeds", "ΔTop-1 (pt)", "CI (pt)", "Images A better", "Images B better", "McNemar p", "Verdict"]
+    header = ["A vs B", "Seeds", "ΔTop-1 (pt)", "CI (pt)", "Images A better", "Images B better", "McNemar p",
+              "Holm p", "Verdict"]
     rows = []
     if comparisons.empty:
         return header, rows
@@ -105,9 +142,23 @@ def stats_rows(comparisons: pd.DataFrame, *, pooled_only: bool = True) -> tuple[
         rows.append([
             f"{r['a']} vs {r['b']}", str(r["n_seeds"]), f"{r['delta_pt']:+.2f}",
             f"[{r['ci_low_pt']:+.2f}, {r['ci_high_pt']:+.2f}]",
-            f"{int(r['a_better_images']):,}", f"{int(r['b_better_images']):,}", format_p(r["mcnemar_p"]), verdict,
+            f"{int(r['a_better_images']):,}", f"{int(r['b_better_images']):,}", format_p(r["mcnemar_p"]),
+            format_p(r["p_holm"]), verdict,
         ])
     return header, rows
+
+
+def n_comparisons(comparisons: pd.DataFrame) -> int:
+    """Size of the pooled Holm family: the table's comparisons with a p-value."""
+    if comparisons.empty:
+        return 0
+    pooled = comparisons[comparisons["scope"] == "all"]
+    return int(pooled["mcnemar_p"].notna().sum())
+
+
+def _train_format(table: pd.DataFrame) -> str | None:
+    formats = train_formats(table)
+    return formats[0] if formats else None
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -121,8 +172,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def results_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: str, other: str,
                      baseline: str, alpha: float, n_boot: int, meta: Mapping[str, Any],
                      notes: Sequence[str] = ()) -> str:
-    parts = ["# Results", "", caption(policy, other, meta), "", markdown_table(*display_rows(table, baseline))]
-    parts += ["", "## Statistics", "", stats_caption(alpha, n_boot), ""]
+    parts = ["# Results", "", caption(policy, other, meta, _train_format(table)), "",
+             markdown_table(*display_rows(table, baseline))]
+    parts += ["", "## Statistics", "", stats_caption(alpha, n_boot, n_comparisons(comparisons)), ""]
     header, rows = stats_rows(comparisons)
     if rows:
         parts += [markdown_table(header, rows), ""]
@@ -154,13 +206,15 @@ def results_latex(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: str
     """Two ``table*`` floats (needs booktabs and graphicx): results, then statistics."""
     out = [
         "% attnlab report; needs \\usepackage{booktabs,graphicx}",
-        r"\begin{table*}[t]", r"\centering", r"\caption{" + latex_escape(caption(policy, other, meta)) + "}",
+        r"\begin{table*}[t]", r"\centering",
+        r"\caption{" + latex_escape(caption(policy, other, meta, _train_format(table))) + "}",
         r"\label{tab:results}", r"\resizebox{\textwidth}{!}{%",
         latex_tabular(*display_rows(table, baseline)) + "}", r"\end{table*}", "",
     ]
     header, rows = stats_rows(comparisons)
     if rows:
-        out += [r"\begin{table*}[t]", r"\centering", r"\caption{" + latex_escape(stats_caption(alpha, n_boot)) + "}",
+        cap = stats_caption(alpha, n_boot, n_comparisons(comparisons))
+        out += [r"\begin{table*}[t]", r"\centering", r"\caption{" + latex_escape(cap) + "}",
                 r"\label{tab:statistics}", r"\resizebox{\textwidth}{!}{%", latex_tabular(header, rows) + "}",
                 r"\end{table*}", ""]
     return "\n".join(out)

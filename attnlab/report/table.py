@@ -4,6 +4,12 @@ Accuracies are percent (mean and sample std over seeds; std is NaN, shown "n/a",
 seed), deltas are percentage points against the baseline's mean. Efficiency figures come
 from profile.json (params also from summary.json); training time from metrics.csv
 (mean training seconds per epoch) and summary.json (``train_seconds_total``).
+
+The val Top-1 / Top-5 and epoch of each run are summary.json's ``final`` / ``best``
+entries, which ``load_runs`` has checked against metrics.csv and the predictions. With a
+``profile_train.json`` (the training format, e.g. bf16 + channels_last) its batch-1
+latency and throughput get their own columns, ``<field>_<format>`` (``latency_b1_ms_bf16_cl``),
+never mixed into the fp32 ones.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .profile_json import TRAIN_FIELDS
 from .records import POLICIES, RunRecord, _num, check_policy
 
 COLUMNS = (
@@ -26,6 +33,11 @@ COLUMNS = (
     "epoch_seconds", "train_seconds_total",
     "latency_b1_ms", "latency_b1_p95_ms", "latency_b1_delta_ms", "throughput_img_s", "throughput_batch",
 )
+
+
+def train_columns(train_format: str) -> list[str]:
+    """The extra columns of a training-format profile, e.g. ``latency_b1_ms_bf16_cl``."""
+    return [f"{k}_{train_format}" for k in TRAIN_FIELDS]
 
 
 def group_by_variant(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -40,9 +52,12 @@ def results_table(
     profile: Mapping[str, Mapping[str, Any]] | None = None,
     baseline: str = "baseline",
     warnings: list[str] | None = None,
+    train_profile: Mapping[str, Mapping[str, Any]] | None = None,
+    train_format: str | None = None,
 ) -> pd.DataFrame:
     """One row per variant (columns: ``COLUMNS``, with ``top1_other_mean_pct`` renamed to
-    ``top1_<other policy>_mean_pct``)."""
+    ``top1_<other policy>_mean_pct``; with ``train_profile`` and ``train_format`` also
+    ``train_columns(train_format)``, from that profile)."""
     check_policy(policy)
     other = next(p for p in POLICIES if p != policy)
     warnings = warnings if warnings is not None else []
@@ -73,14 +88,19 @@ def results_table(
             "throughput_img_s": prof.get("throughput_img_s"),
             "throughput_batch": prof.get("throughput_batch"),
         }
+        if train_profile and train_format:
+            tprof = train_profile.get(variant, {})
+            row.update({f"{k}_{train_format}": tprof.get(k) for k in TRAIN_FIELDS})
         summary_added = _summary_num(vruns, "params", "added")
         if summary_added is not None:
             row["added_params"] = summary_added
         rows.append(row)
     table = pd.DataFrame(rows)
     _add_deltas(table, baseline, warnings)
-    table = table.reindex(columns=list(COLUMNS))
-    for col in ("params", "added_params", "throughput_batch", "n_seeds"):
+    extra = train_columns(train_format) if train_profile and train_format else []
+    table = table.reindex(columns=list(COLUMNS) + extra)
+    counts = [c for c in extra if c.startswith("throughput_batch_")]
+    for col in ("params", "added_params", "throughput_batch", "n_seeds", *counts):
         table[col] = pd.to_numeric(table[col], errors="coerce").round().astype("Int64")
     return table.rename(columns={"top1_other_mean_pct": f"top1_{other}_mean_pct"})
 

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from .. import figures
+from ..errors import RecordError
 from ..models import VARIANTS
 from .comparisons import compare_variants, per_class_delta
-from .profile_json import read_profile
+from .profile_json import read_profile, read_train_profile
 from .records import POLICIES, RunRecord, check_policy, load_runs
 from .render import display_rows, markdown_table, results_latex, results_markdown
 from .table import group_by_variant, results_table
@@ -33,6 +34,7 @@ def write_report(
     include_incomplete: bool = False,
     device: str = "cpu",
     echo: bool = True,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Write results.{csv,md,tex}, statistics.csv, per-class CSVs and figures/*.png.
 
@@ -44,6 +46,15 @@ def write_report(
             float N×3×H×W tensor); ``data_root`` loads them with ``attnlab.data.cache``.
         block: module block for the attention maps (e.g. ``layer2.3``); default: the
             deepest with a map of at least 7×7.
+        include_incomplete: also report ``running`` / ``failed`` runs whose records check
+            out (never a run without summary.json).
+        strict: raise ``RecordError`` (naming the file) instead of leaving out a run whose
+            records are missing, damaged or disagree; by default such a run is left out of
+            every table, statistic and figure, with a note.
+
+    The final figures are each run's summary.json ``final`` / ``best`` entries, checked
+    against metrics.csv and the per-image predictions (``attnlab.report.records``).
+    Raises ``RecordError`` if no run is usable.
 
     Returns ``{"table", "statistics", "per_class", "markdown", "paths", "warnings"}``;
     ``table`` and ``statistics`` are DataFrames, ``paths`` maps a name to the file written.
@@ -52,18 +63,23 @@ def write_report(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     root = Path(ablation_dir)
-    runs, warnings = load_runs(root, include_incomplete=include_incomplete)
+    runs, warnings = load_runs(root, include_incomplete=include_incomplete, strict=strict)
     if not runs:
-        raise ValueError(f"no usable runs under {root / 'runs'}: " + "; ".join(warnings or ["empty"]))
+        if not warnings:
+            raise RecordError(f"no usable runs under {root / 'runs'}: it holds no run folders; run `attnlab ablate` first")
+        more = f" ({len(warnings) - 1} other run folder(s) left out too)" if len(warnings) > 1 else ""
+        raise RecordError(f"no usable runs under {root / 'runs'}: {warnings[0]}{more}")
     variants = list(group_by_variant(runs))
     profile, meta, pw = read_profile(root / "profile.json", variants)
     warnings += pw
     if not (root / "profile.json").is_file():
         warnings.append("no profile.json: GMACs, latency and throughput are n/a (run `attnlab profile --json`)")
+    train_profile, train_format, tw = read_train_profile(root / "profile_train.json", variants)
+    warnings += tw
     other = next(p for p in POLICIES if p != policy)
-    _check_epochs(runs, policy, warnings)
 
-    table = results_table(runs, policy=policy, profile=profile, baseline=baseline, warnings=warnings)
+    table = results_table(runs, policy=policy, profile=profile, baseline=baseline, warnings=warnings,
+                          train_profile=train_profile, train_format=train_format)
     comps = compare_variants(runs, policy=policy, alpha=alpha, n_boot=n_boot, seed=seed,
                              baseline=baseline, warnings=warnings)
     paths: dict[str, Path] = {}
@@ -92,16 +108,6 @@ def write_report(
             print(f"note: {w}")
     return {"table": table, "statistics": comps, "per_class": per_class, "markdown": md,
             "paths": paths, "warnings": warnings}
-
-
-def _check_epochs(runs: list[RunRecord], policy: str, warnings: list[str]) -> None:
-    """The predictions used for statistics must come from the epoch the table reports."""
-    for run in runs:
-        epoch = run.selected(policy)["epoch"]
-        preds = run.predictions(policy)
-        if preds is not None and preds.epoch is not None and epoch is not None and preds.epoch != epoch:
-            warnings.append(f"{run.path.name}: {policy} predictions are from epoch {preds.epoch} but "
-                            f"metrics.csv's {policy} epoch is {epoch}")
 
 
 def _figures(root: Path, runs: list[RunRecord], table: pd.DataFrame, per_class: dict[str, pd.DataFrame],
