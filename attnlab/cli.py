@@ -71,15 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted; finished work is saved and a rerun resumes from it", file=sys.stderr)
         return 130
     except AttnlabError as err:
+        failure: BaseException = err
         message = one_line(str(err))
     except OSError as err:
         if err.errno not in EXPECTED_ERRNOS:
             raise
-        message = one_line(describe_os_error(err))
+        failure, message = err, one_line(describe_os_error(err))
     else:
         return int(result or 0)
     if debug:
-        traceback.print_exc()
+        traceback.print_exception(failure)
     print(f"attnlab {args.command}: error: {message}", file=sys.stderr)
     return 2
 

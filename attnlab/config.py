@@ -357,7 +357,7 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     # per-variant overrides must themselves be valid against the schema
     for variant, extra in cfg.variant_overrides.items():
         try:
-            _build(ExperimentConfig, deep_merge(to_dict(cfg), extra))
+            check_ranges(_build(ExperimentConfig, deep_merge(to_dict(cfg), extra)))
         except ConfigError as err:
             raise ConfigError(f"variant_overrides.{variant}: {err}") from None
     return cfg

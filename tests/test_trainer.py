@@ -124,7 +124,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(dataset_root: Path, tmp_path: 
     with pytest.raises(TrainingDiverged, match=r"NaN/inf in epoch 1.*checkpoints/last.pt \(epoch 0\) is intact"):
         trainer.fit()
     handle.remove()
-    ckpt = torch.load(tmp_path / "hybrid_seed3/checkpoints/last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "hybrid_seed3/checkpoints/last.pt", weights_only=True)
     assert ckpt["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     summary = json.loads((tmp_path / "hybrid_seed3/summary.json").read_text())
@@ -134,7 +134,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(dataset_root: Path, tmp_path: 
 @pytest.mark.slow
 def test_ddp_on_two_gloo_processes(dataset_root: Path, tmp_path: Path) -> None:
     raw = tiny_config(dataset_root, tmp_path, epochs=2, freeze={"ema": 2})
-    raw["data"]["batch_size"] = 4
+    raw["data"]["batch_size"] = 8  # global: 4 per rank
     cfg_path = tmp_path / "ddp.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -151,11 +151,25 @@ def test_ddp_on_two_gloo_processes(dataset_root: Path, tmp_path: Path) -> None:
     preds = np.load(run / "predictions" / "last.npz")
     assert preds["labels"].shape == (20,)
     # EMA frozen for the whole run under DDP: bit-identical to the seeded initial model
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     init = build_model(from_dict(raw), 4).state_dict()
     ema = [k for k in init if ".ema." in k]
     assert ema and all(torch.equal(ckpt["model"][k], init[k]) for k in ema)
     assert not torch.equal(ckpt["model"]["conv1.weight"], init["conv1.weight"])
+    # the val figures are those of the saved weights and buffers: one process scoring last.pt agrees
+    single = Trainer(from_dict(raw), run_dir=run, resume=True)
+    val = single.evaluate()
+    single.close()
+    reported = metric_rows(run)[-1]
+    assert float(reported["val_loss"]) == pytest.approx(val["loss"], rel=1e-5)
+    assert float(reported["val_top1"]) == pytest.approx(val["top1"], abs=1e-9)
+    assert len(single.train_loader) == summary_steps(run)  # same steps per epoch as the 2 ranks
+
+
+def summary_steps(run: Path) -> int:
+    """Optimizer steps per epoch recorded by the run (its LR schedule's length / epochs)."""
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    return ckpt["scheduler"]["last_epoch"] // (ckpt["epoch"] + 1)
 
 
 def test_impossible_placement_stops_before_training(tmp_path: Path) -> None:

@@ -307,7 +307,8 @@ def _run_tasks(tasks: list[tuple[str, int, Callable[[], DecodedChunk]]],
 
         # fork: workers start at once and inherit the open source; they only run PIL/numpy.
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(task): (split, offset) for split, offset, task in tasks}
             try:
                 for future in as_completed(futures):
@@ -318,6 +319,34 @@ def _run_tasks(tasks: list[tuple[str, int, Callable[[], DecodedChunk]]],
                 for future in futures:
                     future.cancel()
                 raise
+
+
+def _die_with_parent(parent: int) -> None:
+    """Decode workers end when the process that started them dies (even by kill -9).
+
+    On Linux the kernel sends SIGTERM (prctl PR_SET_PDEATHSIG); elsewhere, and as a backstop,
+    a daemon thread checks the parent every second."""
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="attnlab-parent-watch").start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:
