@@ -54,11 +54,12 @@ class Placement:
         )
 
 
-# Each kind's customary site (DESIGN.md and the modules' official code): SimAM after the
-# block's last 3x3 conv (before its BN); EMA and its lineage (SE, CBAM, ECA, coordinate
-# attention) after the residual branch's last BN, before the add. The same names exist in
-# bottleneck and basic blocks (see attnlab.blocks).
-OFFICIAL_SITES: dict[str, str] = {
+# Each kind's default site. SimAM: after the block's last 3x3 conv, before its BN (SimAM's
+# own ResNet code, its official site). EMA's published code has no ResNet integration, so
+# EMA goes where SE, CBAM, ECA and coordinate attention customarily sit: after the residual
+# branch's last BN, before the add (the customary residual-branch site, not an official
+# one). The same names exist in bottleneck and basic blocks (see attnlab.blocks).
+DEFAULT_SITES: dict[str, str] = {
     "simam": "post_conv2",
     "ema": "pre_add",
     "se": "pre_add",
@@ -133,7 +134,7 @@ def variant_placements(
     """The placements of a named variant, with optional site/stage/block overrides."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {list(VARIANTS)}")
-    sites = {**OFFICIAL_SITES, **(sites or {})}
+    sites = {**DEFAULT_SITES, **(sites or {})}
     stage_t = tuple(stages) if stages is not None else (1, 2, 3, 4)
     block_t = tuple(blocks) if blocks is not None else None
     return [Placement(kind, sites[kind], stage_t, block_t) for kind in VARIANTS[variant]]
@@ -164,7 +165,7 @@ def create_model(
             ``DEFAULT``); ``timm:<pretrained tag>``; or a local file (state_dict or
             checkpoint dict). Backbone tensors are loaded exactly, the head is new and the
             attention modules keep their random initialisation.
-        placements: explicit layout; otherwise the variant's kinds at their official sites,
+        placements: explicit layout; otherwise the variant's kinds at their default sites,
             moved by ``sites`` (kind -> site) and limited to ``stages`` / ``blocks``.
         attention_kwargs: kind -> constructor kwargs (e.g. ``{"ema": {"factor": 16}}``).
     """

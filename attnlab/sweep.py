@@ -5,7 +5,7 @@ turns that into an experiment: ``ExperimentConfig.sweep`` maps a row name to a p
 list (the format of ``model.placements``), and ``attnlab ablate`` trains every
 (layout, seed) as ``runs/<layout>_seed<k>/`` with ``variant`` = the layout name, so the
 report puts the layouts side by side, with deltas and paired statistics against the
-reference layout (``official`` when present).
+reference layout (``default`` when present).
 
 ``site_layouts`` is the built-in sweep (``attnlab ablate --sweep sites``) for the hybrid.
 Every layout is checked before anything trains: it must build on the config's backbone
@@ -23,14 +23,14 @@ from typing import Any
 
 from .config import ConfigError, ExperimentConfig, for_variant, from_dict, to_dict
 
-REFERENCE = "official"  # the layout deltas and statistics are taken against
+REFERENCE = "default"  # the layout deltas and statistics are taken against
 SITE_LAYOUT_NAMES = (
-    "official",            # SimAM after conv2 (before bn2), EMA after bn3 (before the add): the study
+    "default",            # SimAM after conv2 (before bn2), EMA after bn3 (before the add): the study
     "simam_ema_pre_add",   # both after bn3, SimAM then EMA
     "ema_simam_pre_add",   # both after bn3, EMA then SimAM
-    "stages_3_4",          # official sites, deep stages only
-    "stages_1_2",          # official sites, shallow stages only
-    "last_block",          # official sites, the last block of each stage only
+    "stages_3_4",          # default sites, deep stages only
+    "stages_1_2",          # default sites, shallow stages only
+    "last_block",          # default sites, the last block of each stage only
     "simam_ema_post_add",  # both after the residual add (and ReLU), SimAM then EMA
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -52,7 +52,7 @@ def site_layouts(backbone: str = "resnet50") -> dict[str, list[dict[str, Any]]]:
     last = [p for kind in ("simam", "ema") for stage, n in enumerate(depths, 1)
             for p in _pair("post_conv2", "pre_add", stages=[stage], blocks=[n - 1]) if p["kind"] == kind]
     layouts = {
-        "official": _pair("post_conv2", "pre_add"),
+        "default": _pair("post_conv2", "pre_add"),
         "simam_ema_pre_add": _pair("pre_add", "pre_add"),
         "ema_simam_pre_add": _pair("pre_add", "pre_add")[::-1],
         "stages_3_4": _pair("post_conv2", "pre_add", stages=[3, 4]),
@@ -78,7 +78,7 @@ def run_labels(cfg: ExperimentConfig) -> list[str]:
 
 
 def reference(cfg: ExperimentConfig) -> str:
-    """The row deltas and statistics compare against: ``official`` in a sweep (else its first
+    """The row deltas and statistics compare against: ``default`` in a sweep (else its first
     layout), ``baseline`` otherwise."""
     if not cfg.sweep:
         return "baseline"

@@ -15,7 +15,7 @@ from attnlab.attention import ATTENTION_REGISTRY, CBAM, ECA, SE, AttentionModule
 from attnlab.config import TrainConfig
 from attnlab.engine.optim import build_optimizer
 from attnlab.models import (
-    OFFICIAL_SITES,
+    DEFAULT_SITES,
     VARIANTS,
     attention_modules,
     count_parameters,
@@ -61,7 +61,7 @@ def test_registry_variants_and_sites() -> None:
         assert ATTENTION_REGISTRY[kind] is cls
         assert issubclass(cls, AttentionModule) and cls.kind == kind
         assert VARIANTS[kind] == (kind,)
-        assert OFFICIAL_SITES[kind] == "pre_add"
+        assert DEFAULT_SITES[kind] == "pre_add"
 
 
 @pytest.mark.parametrize("kind", list(LINEAGE))

@@ -37,16 +37,16 @@ def _count(model, kind: type) -> int:
 def test_builtin_layouts_place_what_they_say() -> None:
     layouts = site_layouts("resnet50")
     assert tuple(layouts) == SITE_LAYOUT_NAMES
-    assert [Placement.from_any(p) for p in layouts["official"]] == variant_placements("hybrid")
+    assert [Placement.from_any(p) for p in layouts["default"]] == variant_placements("hybrid")
     # ResNet-50 has 3, 4, 6, 3 bottlenecks: (SimAM, EMA) modules per layout
-    expected = {"official": 16, "simam_ema_pre_add": 16, "ema_simam_pre_add": 16, "stages_3_4": 9,
+    expected = {"default": 16, "simam_ema_pre_add": 16, "ema_simam_pre_add": 16, "stages_3_4": 9,
                 "stages_1_2": 7, "last_block": 4, "simam_ema_post_add": 16}
     for name, n in expected.items():
         model = _meta_model(layouts[name])
         assert (_count(model, SimAM), _count(model, EMA)) == (n, n), name
     sites = {name: _meta_model(layouts[name]).layer3[0].attention_sites for name in
-             ("official", "simam_ema_pre_add", "ema_simam_pre_add", "simam_ema_post_add")}
-    assert sites["official"] == {"post_conv2": ["simam"], "pre_add": ["ema"]}
+             ("default", "simam_ema_pre_add", "ema_simam_pre_add", "simam_ema_post_add")}
+    assert sites["default"] == {"post_conv2": ["simam"], "pre_add": ["ema"]}
     assert sites["simam_ema_pre_add"] == {"pre_add": ["simam", "ema"]}
     assert sites["ema_simam_pre_add"] == {"pre_add": ["ema", "simam"]}
     assert sites["simam_ema_post_add"] == {"post_add": ["simam", "ema"]}
@@ -78,7 +78,7 @@ def test_invalid_layouts_are_named() -> None:
     assert _sweep_error({"x": [{"kind": "simam"}]}).startswith("sweep.x: a placement needs keys kind and site")
     assert _sweep_error({"hybrid": [{"kind": "ema", "site": "post_add"}]}).startswith(
         "sweep.hybrid: named like the variant 'hybrid' but placed differently")
-    check_sweep(_cfg({"baseline": [], "hybrid": site_layouts("resnet18")["official"]}))  # the same layouts: fine
+    check_sweep(_cfg({"baseline": [], "hybrid": site_layouts("resnet18")["default"]}))  # the same layouts: fine
 
 
 def test_simam_on_a_1x1_map_is_caught_before_training() -> None:
@@ -94,14 +94,14 @@ def test_simam_on_a_1x1_map_is_caught_before_training() -> None:
 
 def test_run_config_carries_the_layout() -> None:
     layouts = site_layouts("resnet18")
-    cfg = _cfg({"official": layouts["official"], "stages_3_4": layouts["stages_3_4"]},
+    cfg = _cfg({"default": layouts["default"], "stages_3_4": layouts["stages_3_4"]},
                model={"backbone": "resnet18", "sites": {"ema": "post_add"}},
                variant_overrides={"stages_3_4": {"train": {"lr": 0.5}}})
-    assert run_labels(cfg) == ["official", "stages_3_4"] and reference(cfg) == "official"
+    assert run_labels(cfg) == ["default", "stages_3_4"] and reference(cfg) == "default"
     run = run_config(cfg, "stages_3_4", 2)
     assert run.variant == "stages_3_4" and run.seed == 2 and run.run_name == "stages_3_4_seed2"
     assert run.model.placements == layouts["stages_3_4"] and run.model.sites == {} and run.sweep is None
-    assert run.train.lr == 0.5 and run_config(cfg, "official", 0).train.lr == cfg.train.lr
+    assert run.train.lr == 0.5 and run_config(cfg, "default", 0).train.lr == cfg.train.lr
     plain = from_dict({"variants": ["baseline", "ema"]})
     assert run_labels(plain) == ["baseline", "ema"] and reference(plain) == "baseline"
     assert run_config(plain, "ema", 1).model.placements is None
@@ -136,7 +136,7 @@ def test_cli_sweep_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
 def test_tiny_sweep_end_to_end(tmp_path: Path, one_thread: None) -> None:
     data = write_synthetic(tmp_path / "data", classes=3, train_per_class=8, val_per_class=4, size=64, seed=0)
     layouts = site_layouts("resnet18")
-    sweep = {"official": layouts["official"], "ema_simam_pre_add": layouts["ema_simam_pre_add"]}
+    sweep = {"default": layouts["default"], "ema_simam_pre_add": layouts["ema_simam_pre_add"]}
     config = _write_config(tmp_path / "sweep.yaml", data, sweep)
     out = tmp_path / "ablation"
     assert main(["ablate", "--config", str(config), "--out", str(out), "--no-profile"]) == 0
@@ -151,17 +151,17 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, one_thread: None) -> None:
         model = create_model(**ckpt["model_args"])
         model.load_state_dict(ckpt["model"])
         assert model.layer2[1].attention_sites == (
-            {"post_conv2": ["simam"], "pre_add": ["ema"]} if name == "official" else {"pre_add": ["ema", "simam"]})
+            {"post_conv2": ["simam"], "pre_add": ["ema"]} if name == "default" else {"pre_add": ["ema", "simam"]})
         finals[name] = 100 * summary["final"]["val_top1"]
 
     table = pd.read_csv(out / "results.csv")
-    assert table["variant"].tolist() == ["official", "ema_simam_pre_add"]  # one row per layout, sweep order
+    assert table["variant"].tolist() == ["default", "ema_simam_pre_add"]  # one row per layout, sweep order
     assert table["n_seeds"].tolist() == [1, 1]
-    assert table["top1_mean_pct"].tolist() == pytest.approx([finals["official"], finals["ema_simam_pre_add"]])
+    assert table["top1_mean_pct"].tolist() == pytest.approx([finals["default"], finals["ema_simam_pre_add"]])
     assert table["top1_delta_pt"].tolist() == pytest.approx(
-        [0.0, finals["ema_simam_pre_add"] - finals["official"]])
+        [0.0, finals["ema_simam_pre_add"] - finals["default"]])
     stats = pd.read_csv(out / "statistics.csv")
-    assert stats[["a", "b"]].values.tolist() == [["ema_simam_pre_add", "official"]]
+    assert stats[["a", "b"]].values.tolist() == [["ema_simam_pre_add", "default"]]
     assert "| ema_simam_pre_add |" in (out / "results.md").read_text()
     assert yaml.safe_load((out / "ablation.yaml").read_text())["sweep"] == sweep
 
@@ -171,11 +171,11 @@ def test_profile_has_one_entry_per_layout(tmp_path: Path) -> None:
     from attnlab.report.profile_json import read_profile
 
     layouts = site_layouts("resnet18")
-    cfg = _cfg({"official": layouts["official"], "last_block": layouts["last_block"]})
+    cfg = _cfg({"default": layouts["default"], "last_block": layouts["last_block"]})
     result = profile_grid(cfg, tmp_path, image_size=64, num_classes=3, measure_latency=False)
-    assert result["config"]["variants"] == ["official", "last_block"]
-    prof, _, warnings = read_profile(tmp_path / "profile.json", ["official", "last_block"])
+    assert result["config"]["variants"] == ["default", "last_block"]
+    prof, _, warnings = read_profile(tmp_path / "profile.json", ["default", "last_block"])
     assert warnings == []
     # ResNet-18 + EMA (factor 32) in all 8 blocks adds 7,040 parameters; the last block of each stage half
-    assert prof["official"]["added_params"] == 7040 and prof["last_block"]["added_params"] == 3520
-    assert prof["last_block"]["gmacs"] < prof["official"]["gmacs"]
+    assert prof["default"]["added_params"] == 7040 and prof["last_block"]["added_params"] == 3520
+    assert prof["last_block"]["gmacs"] < prof["default"]["gmacs"]

@@ -403,3 +403,24 @@ def test_cli_locked_folder(tmp_path: Path, root: Path, capsys: pytest.CaptureFix
     with FolderLock(tmp_path / "abl"):
         code, err = _cli(capsys, "ablate", "--config", str(config), "--no-profile", "--no-report")
     assert code == 2 and err.startswith("attnlab ablate: error: ") and "is in use by process" in err
+
+
+# ------------------------------------------------------------------ measurement
+
+def test_training_format_and_a_profile_in_it(tmp_path: Path) -> None:
+    from attnlab.ablation import profile_grid, training_format
+    from attnlab.report.profile_json import read_train_profile
+
+    paper = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    assert training_format(paper, "cuda") == ("bf16", True)  # auto precision on CUDA
+    assert training_format(paper, "cpu") == ("fp32", True)
+    cfg = from_dict({"variants": ["baseline"], "model": {"backbone": "resnet18"},
+                     "train": {"precision": "bf16", "channels_last": True}})
+    profile_grid(cfg, tmp_path, image_size=32, num_classes=3, filename="profile_train.json", dtype="bf16",
+                 channels_last=True, measure_train=False, latency_batches=(1,), repeats=2, warmup=1)
+    saved = json.loads((tmp_path / "profile_train.json").read_text())
+    assert saved["environment"]["dtype"] == "bf16" and saved["environment"]["channels_last"] is True
+    assert saved["variants"]["baseline"]["latency"]
+    assert not (tmp_path / "profile.json").exists()
+    figures, label, warnings = read_train_profile(tmp_path / "profile_train.json", ["baseline"])
+    assert label == "bf16_cl" and figures["baseline"]["latency_b1_ms"] > 0 and not warnings

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (default: the config's)")
     p.add_argument("--sweep", choices=("sites",), default=None,
                    help="train a built-in sweep instead of the variants: 'sites' = the hybrid at 7 "
-                   "insertion layouts (official, both at pre_add in either order, stages 3-4, stages "
+                   "insertion layouts (default, both at pre_add in either order, stages 3-4, stages "
                    "1-2, last block per stage, both at post_add), one table row each")
     p.add_argument("--no-profile", action="store_true", help="skip the efficiency profile")
     p.add_argument("--no-report", action="store_true", help="skip writing the report")

@@ -37,4 +37,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo: {len(cfg.variants)} variants x {len(cfg.seeds)} seed(s), {cfg.train.epochs} epochs each, "
           f"synthetic data at {cfg.data.root}; results in {out}/")
     # CPU-scale measurements: enough repeats for a median and p95 without dominating the demo
-    return run_study(cfg, out, profile_kwargs={"latency_batches": (1, 8), "train_batch": 8, "repeats": 5, "warmup": 1})
+    code = run_study(cfg, out, profile_kwargs={"latency_batches": (1, 8), "train_batch": 8, "repeats": 5, "warmup": 1})
+    print()
+    print(what_these_numbers_are(cfg))
+    return code
+
+
+def what_these_numbers_are(cfg) -> str:
+    """The demo's last line: what its figures can and cannot say."""
+    init = "random init" if cfg.model.weights is None else f"weights {cfg.model.weights}"
+    seeds = "one seed" if len(cfg.seeds) == 1 else f"{len(cfg.seeds)} seeds"
+    return (f"demo: synthetic data, {init}, {cfg.train.epochs} epochs, {seeds}: these numbers check that the "
+            "pipeline runs end to end; they are not the study's answer (run `attnlab ablate --config "
+            "configs/paper.yaml` on Tiny ImageNet for that).")
