@@ -171,7 +171,8 @@ def profile_grid(cfg: ExperimentConfig, out: str | Path, *, image_size: int, num
         result = profile_variants(
             cfg.variants, backbone=m.backbone, num_classes=num_classes, image_size=image_size, device=device,
             model_kwargs={"attention_kwargs": m.attention or None, "sites": m.sites or None,
-                          "stages": m.stages, "blocks": m.blocks, "placements": m.placements},
+                          "stages": m.stages, "blocks": m.blocks, "placements": m.placements,
+                          "stem": m.stem},
             **kwargs,
         )
     atomic_write_text(Path(out) / filename, json.dumps(result, indent=2))
@@ -190,7 +191,8 @@ def _profile_layouts(cfg: ExperimentConfig, **kwargs: Any) -> dict[str, Any]:
     for name, placements in cfg.sweep.items():
         result = profile_variants(
             [name], backbone=cfg.model.backbone,
-            model_kwargs={"attention_kwargs": cfg.model.attention or None, "placements": placements},
+            model_kwargs={"attention_kwargs": cfg.model.attention or None, "placements": placements,
+                          "stem": cfg.model.stem},
             **kwargs,
         )
         if merged is None:

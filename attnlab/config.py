@@ -38,6 +38,9 @@ class ModelConfig:
     stages: list[int] | None = None
     blocks: list[int] | None = None
     attention: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> kwargs
+    # imagenet: torchvision's stem (the study); low_res: pretrained 7x7 conv at stride 1, no
+    # max-pool (feature maps 4x larger per side); low_res_3x3: a 3x3 stride-1 conv from the 7x7
+    stem: Literal["imagenet", "low_res", "low_res_3x3"] = "imagenet"
 
 
 @dataclass
@@ -87,6 +90,10 @@ class TrainConfig:
     warmup_start: float = 0.1             # LR multiplier at step 0 of the warm-up
     min_lr_ratio: float = 0.0             # cosine floor, relative to each group's LR
     freeze: dict[str, int] = field(default_factory=dict)  # group -> epochs frozen from the start
+    # a group released from a freeze ramps its LR from warmup_start x to the schedule's value
+    # over this many epochs (0 = the study: straight to the scheduled LR, fresh momentum)
+    unfreeze_warmup_epochs: float = 0.0
+    eval_hflip: bool = False              # also score val with horizontal-flip averaging (own columns)
     label_smoothing: float = 0.0
     grad_clip: float | None = None        # max global grad norm
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -297,6 +304,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "train.warmup_start": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "train.min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "train.freeze.*": (">= 0", lambda v: v >= 0),
+    "train.unfreeze_warmup_epochs": (">= 0", lambda v: v >= 0),
     "train.label_smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),
     "train.grad_clip": ("> 0", lambda v: v > 0),
     "train.max_steps_per_epoch": (">= 1", lambda v: v >= 1),

@@ -32,3 +32,11 @@ class ProtocolError(AttnlabError, ValueError):
 
 class OutputError(AttnlabError, OSError):
     """An output file cannot be written (read-only folder, full disk, ...)."""
+
+
+class WeightsError(AttnlabError, ValueError, RuntimeError):
+    """Pretrained weights that cannot be found, read or fitted to the backbone."""
+
+
+class MissingWeightsFile(WeightsError, FileNotFoundError):
+    """A local weights file that does not exist."""

@@ -103,17 +103,50 @@ BACKBONES: dict[str, tuple[type[nn.Module], list[int], dict[str, int]]] = {
 }
 
 
+# The stem (conv1 + max-pool): ``imagenet`` is torchvision's (7x7 stride-2 conv, 3x3
+# stride-2 max-pool: /4 before layer1, the study). ``low_res`` keeps the pretrained 7x7
+# kernels but runs them at stride 1 and drops the max-pool, so every feature map is 4x
+# larger per side (layer4 8x8 at 64x64 instead of 2x2), the low-resolution recipe of
+# published Tiny ImageNet fine-tuning. ``low_res_3x3`` is a 3x3 stride-1 conv instead, whose
+# kernels are the pretrained 7x7 ones resampled (``resample_stem_kernel``); an attnlab
+# option, not a published recipe (those train a fresh 3x3 conv).
+STEMS = ("imagenet", "low_res", "low_res_3x3")
+
+
+def resample_stem_kernel(weight: torch.Tensor, size: int = 3) -> torch.Tensor:
+    """A pretrained 7x7 stem kernel as a ``size`` x ``size`` one.
+
+    Area resampling (adaptive average pooling) keeps the filter's shape at the coarser
+    scale: at 64x64 an object spans about 64/224 of the pixels it did in ImageNet, so a 7x7
+    ImageNet filter covers what a 2-3 px filter covers here. Each (output, input) kernel is
+    then shifted by a constant so its sum, the response to a flat patch, equals the 7x7
+    kernel's: the BatchNorm after conv1 sees inputs on the scale it was trained for.
+    """
+    small = torch.nn.functional.adaptive_avg_pool2d(weight.float(), size)
+    shift = (weight.float().sum((2, 3), keepdim=True) - small.sum((2, 3), keepdim=True)) / (size * size)
+    return (small + shift).to(weight.dtype)
+
+
 class AttnResNet(ResNet):
     """torchvision's ResNet (same state_dict keys) that records how it was built."""
 
     head_name = "fc"
 
-    def __init__(self, backbone: str, variant: str, placements: Sequence[Placement], **kwargs) -> None:
+    def __init__(self, backbone: str, variant: str, placements: Sequence[Placement], *,
+                 stem: str = "imagenet", **kwargs) -> None:
         block, layers, extra = BACKBONES[backbone]
         super().__init__(block, layers, **extra, **kwargs)
         self.backbone_name = backbone
         self.variant = variant
         self.placements = tuple(placements)
+        self.stem = stem
+        if stem == "low_res":
+            self.conv1.stride = (1, 1)
+            self.maxpool = nn.Identity()
+        elif stem == "low_res_3x3":
+            self.conv1 = nn.Conv2d(3, self.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.maxpool = nn.Identity()
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -151,6 +184,7 @@ def create_model(
     stages: Iterable[int] | None = None,
     blocks: Iterable[int] | None = None,
     attention_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    stem: str = "imagenet",
     progress: bool = False,
     verbose: bool = False,
 ) -> AttnResNet:
@@ -168,11 +202,15 @@ def create_model(
         placements: explicit layout; otherwise the variant's kinds at their default sites,
             moved by ``sites`` (kind -> site) and limited to ``stages`` / ``blocks``.
         attention_kwargs: kind -> constructor kwargs (e.g. ``{"ema": {"factor": 16}}``).
+        stem: ``imagenet`` (the study), ``low_res`` (pretrained 7x7 conv at stride 1, no
+            max-pool) or ``low_res_3x3`` (see ``STEMS``).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; known: {list(BACKBONES)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; known: {list(STEMS)}")
     if placements is None:
         layout = variant_placements(variant, sites=sites, stages=stages, blocks=blocks)
     else:
@@ -181,7 +219,7 @@ def create_model(
     for kind, kw in (attention_kwargs or {}).items():
         kwargs_by_kind.setdefault(kind, {}).update(kw)
 
-    model = AttnResNet(backbone, variant, layout, num_classes=num_classes)
+    model = AttnResNet(backbone, variant, layout, stem=stem, num_classes=num_classes)
     for placement in layout:
         _insert(model, placement, kwargs_by_kind.get(placement.kind, {}))
     if weights is not None:

@@ -132,7 +132,8 @@ def _build_on_meta(cfg: ExperimentConfig, name: str, placements: list[dict[str, 
     try:
         with torch.device("meta"):
             return create_model(name, backbone=cfg.model.backbone, num_classes=num_classes,
-                                placements=placements, attention_kwargs=cfg.model.attention or None)
+                                placements=placements, attention_kwargs=cfg.model.attention or None,
+                                stem=cfg.model.stem)
     except ValueError as err:
         raise ConfigError(f"sweep.{name}: {err}") from None
 

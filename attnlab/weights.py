@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import MissingWeightsFile, WeightsError
 from .models import attention_modules, head_module
 
 DEFAULT_PRETRAINED = "IMAGENET1K_V1"  # torchvision's classic weights (`pretrained=True`)
@@ -62,18 +63,18 @@ def resolve_state_dict(spec: str, backbone: str, *, progress: bool = False) -> t
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     """A bare state_dict or a checkpoint dict holding one, from ``.pt/.pth`` or ``.safetensors``."""
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist; pass the path of a .pth/.pt state_dict")
+        raise MissingWeightsFile(f"weights file {path} does not exist; pass the path of a .pth/.pt state_dict")
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
         except ImportError as err:
-            raise ImportError(f"reading {path} needs the safetensors package: pip install safetensors") from err
+            raise WeightsError(f"reading {path} needs the safetensors package: pip install safetensors") from err
         obj: object = load_file(str(path))
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle errors, truncated files, non-tensor payloads
-            raise ValueError(
+            raise WeightsError(
                 f"could not read weights file {path}: {err}. It must be a torch.save'd state_dict "
                 "(or a dict holding one under 'model'/'state_dict') readable with weights_only=True."
             ) from err
@@ -88,7 +89,7 @@ def normalise_state_dict(obj: object, where: str = "weights") -> dict[str, torch
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{where} does not hold a state_dict (a mapping of names to tensors)")
+        raise WeightsError(f"{where} does not hold a state_dict (a mapping of names to tensors)")
     out: dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         for prefix in _PREFIXES:
@@ -104,12 +105,12 @@ def _torchvision_state_dict(name: str, backbone: str, *, progress: bool) -> dict
     try:
         enum = get_model_weights(backbone)
     except (ValueError, KeyError) as err:
-        raise ValueError(f"torchvision has no weights for backbone {backbone!r}") from err
+        raise WeightsError(f"torchvision has no weights for backbone {backbone!r}") from err
     try:
         weights = enum[name] if name != "DEFAULT" else enum.DEFAULT
     except KeyError:
         valid = [w.name for w in enum] + ["DEFAULT"]
-        raise ValueError(
+        raise WeightsError(
             f"unknown weights {name!r} for {backbone}: use one of {valid}, 'timm:<tag>', or a local file path"
         ) from None
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
@@ -118,7 +119,7 @@ def _torchvision_state_dict(name: str, backbone: str, *, progress: bool) -> dict
             weights.url, progress=progress, check_hash=True, map_location="cpu", weights_only=True
         )
     except (urllib.error.URLError, OSError, RuntimeError) as err:
-        raise RuntimeError(
+        raise WeightsError(
             f"could not download torchvision weights {backbone} {name} from {weights.url} ({err}). "
             f"Without network access, fetch that file on another machine and either pass "
             f"weights=/path/to/{cache.name} or copy it to {cache}."
@@ -132,7 +133,7 @@ def _timm_state_dict(tag: str) -> dict[str, torch.Tensor]:
     try:
         model = timm.create_model(tag, pretrained=True)
     except Exception as err:  # hub errors come in many types
-        raise RuntimeError(
+        raise WeightsError(
             f"could not load timm pretrained weights {tag!r} ({type(err).__name__}: {err}). "
             "Without network access, save the model's state_dict on another machine "
             "(torch.save(timm.create_model(tag, pretrained=True).state_dict(), 'w.pth')) "
@@ -146,6 +147,11 @@ def load_backbone_weights(model: nn.Module, spec: str, *, progress: bool = False
     backbone = getattr(model, "backbone_name", "resnet50")
     source, description = resolve_state_dict(spec, backbone, progress=progress)
     target = model.state_dict()
+    if getattr(model, "stem", "imagenet") == "low_res_3x3" and "conv1.weight" in source \
+            and source["conv1.weight"].shape[-1] == 7 and target["conv1.weight"].shape[-1] == 3:
+        from .models import resample_stem_kernel
+
+        source = {**source, "conv1.weight": resample_stem_kernel(source["conv1.weight"])}
     head_name, _ = head_module(model)
     head_keys = {k for k in target if k.startswith(head_name + ".")}
     attn_keys = {k for n, _ in attention_modules(model) for k in target if k.startswith(n + ".")}
@@ -176,7 +182,7 @@ def load_backbone_weights(model: nn.Module, spec: str, *, progress: bool = False
     if mismatched:
         problems.append(f"shape mismatch ({len(mismatched)}): {_preview(mismatched)}")
     if problems:
-        raise ValueError(
+        raise WeightsError(
             f"weights {description} do not fit backbone {backbone}: " + "; ".join(problems)
             + ". Check that the file was saved from the same backbone."
         )

@@ -46,17 +46,30 @@ def run_demo() -> tuple[str, float]:
     return proc.stdout, seconds
 
 
+# the columns of the printed table the README shows (the full table is in results.md)
+README_COLUMNS = ("Variant", "Top-1 (%)", "Top-5 (%)", "Params", "Added params", "GMACs", "s / epoch",
+                  "Latency b1 (ms)")
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def printed_results(stdout: str) -> tuple[list[str], list[str]]:
-    """The last results table and the lines after it (verdicts, notes, the closing line)."""
+    """The last results table (README columns only) and the lines after it (verdicts,
+    notes, the closing line)."""
     lines = stdout.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("| variant")]
+    starts = [i for i, line in enumerate(lines) if line.lower().startswith("| variant")]
     if not starts:
         sys.exit("the demo printed no results table")
     i = starts[-1]
-    table = []
+    rows = []
     while i < len(lines) and lines[i].startswith("|"):
-        table.append(lines[i])
+        rows.append(_cells(lines[i]))
         i += 1
+    keep = [rows[0].index(c) for c in README_COLUMNS if c in rows[0]]
+    table = ["| " + " | ".join(r[k] for k in keep) + " |" for r in rows]
+    table[1] = "|" + "|".join(["---"] + ["---:"] * (len(keep) - 1)) + "|"
     rest = [line for line in lines[i:] if line.strip() and not line.startswith("wrote ")]
     return table, rest
 

@@ -9,7 +9,10 @@ differential ratios hold throughout.
 Freezing keeps ``requires_grad`` on (so DDP sees every parameter used) and instead drops
 the frozen parameters' gradients before each optimizer step: the optimizer skips a
 parameter whose ``grad`` is None, so frozen tensors stay bit-identical and build up no
-momentum; at unfreeze their optimizer state is cleared so they start fresh.
+momentum; at unfreeze their optimizer state is cleared so they start fresh. A frozen
+group's scheduled LR is 0 (what it really gets, and what metrics.csv shows); on release
+it jumps to the shared schedule's value, or, with ``train.unfreeze_warmup_epochs``, ramps
+there linearly from ``warmup_start`` times it.
 """
 
 from __future__ import annotations
@@ -81,10 +84,31 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) 
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def release_factor(step: int, frozen_steps: int, ramp_steps: int, start: float) -> float:
+    """Extra LR multiplier of a group frozen for its first ``frozen_steps`` steps: 0 while
+    frozen (the LR it really has), then a linear ramp from ``start`` to 1 over ``ramp_steps``."""
+    if step < frozen_steps:
+        return 0.0
+    if ramp_steps > 0 and step < frozen_steps + ramp_steps:
+        return start + (1.0 - start) * (step - frozen_steps) / ramp_steps
+    return 1.0
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """One per-step LR lambda per param group: the shared schedule (warm-up, cosine), times
+    ``release_factor`` for a group under ``train.freeze``."""
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg))
+    ramp = round(cfg.unfreeze_warmup_epochs * steps_per_epoch)
+
+    def schedule(frozen_epochs: int):
+        frozen = frozen_epochs * steps_per_epoch
+        if frozen == 0:
+            return lambda step: lr_factor(step, total, warmup, cfg)
+        return lambda step: lr_factor(step, total, warmup, cfg) * release_factor(step, frozen, ramp, cfg.warmup_start)
+
+    lambdas = [schedule(int(cfg.freeze.get(g.get("group"), 0))) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 class FreezeSchedule:

@@ -165,6 +165,10 @@ def check_protocol(folder: str | Path, protocol: dict[str, Any], *, fix: str,
     diffs = differences(old, protocol)
     if "data.identity" not in old:
         diffs = [d for d in diffs if d[0] != "data.identity"]
+    # a key added to attnlab after the record was written, at its default, is no difference
+    defaults = run_protocol(ExperimentConfig()) | ablation_protocol(ExperimentConfig())
+    diffs = [d for d in diffs if not (d[1] == "(absent)" and d[0] in defaults
+                                      and json.dumps(defaults[d[0]]) == json.dumps(d[2], default=str))]
     if not diffs:
         return
     listed = "; ".join(f"{k}: {_short(a)} (recorded) -> {_short(b)} (now)" for k, a, b in diffs[:8])

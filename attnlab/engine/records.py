@@ -19,6 +19,7 @@ from .checkpoint import atomic_write, atomic_write_text
 METRIC_COLUMNS = [
     "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
 ]
+HFLIP_COLUMNS = ["val_loss_hflip", "val_top1_hflip", "val_top5_hflip"]  # train.eval_hflip only
 TIMING_COLUMNS = ["frozen", "epoch_seconds", "eval_seconds", "train_images_per_s"]
 
 
@@ -27,7 +28,8 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     lr_cols = sorted({k for r in rows for k in r if k.startswith("lr_")})
-    cols = METRIC_COLUMNS + lr_cols + TIMING_COLUMNS
+    flip_cols = [c for c in HFLIP_COLUMNS if any(c in r for r in rows)]
+    cols = METRIC_COLUMNS + flip_cols + lr_cols + TIMING_COLUMNS
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()

@@ -149,6 +149,7 @@ def model_args(cfg: ExperimentConfig, num_classes: int) -> dict[str, Any]:
         "stages": m.stages,
         "blocks": m.blocks,
         "attention_kwargs": m.attention or None,
+        "stem": m.stem,
     }
 
 
@@ -380,20 +381,30 @@ class Trainer:
             "eval_seconds": val["seconds"],
             "train_images_per_s": train_stats["images_per_s"],
         }
+        flip = val.get("hflip")
+        if flip is not None:
+            row.update(val_loss_hflip=flip["loss"], val_top1_hflip=flip["top1"], val_top5_hflip=flip["top5"])
         self.history.append(row)
-        improved = self.best is None or val["top1"] > self.best["val_top1"]
+        improved = self.best is None or val["top1"] > self.best["val_top1"]  # chosen without TTA
         if improved:
             self.best = {"epoch": epoch, "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
+            if flip is not None:
+                self.best["hflip"] = {"val_top1": flip["top1"], "val_top5": flip["top5"], "val_loss": flip["loss"]}
         if self.dist.is_main:
             self._write_epoch_records(epoch, row, val, improved)
         barrier(self.dist)
 
     def _write_epoch_records(self, epoch: int, row: dict[str, Any], val: dict[str, Any], improved: bool) -> None:
         preds = self.run_dir / "predictions"
+        flip = val.get("hflip")
         records.write_predictions(preds / "last.npz", val["labels"], val["top5_idx"], epoch)
+        if flip is not None:
+            records.write_predictions(preds / "last_hflip.npz", val["labels"], flip["top5_idx"], epoch)
         state = self._state(epoch)
         if improved:
             records.write_predictions(preds / "best.npz", val["labels"], val["top5_idx"], epoch)
+            if flip is not None:
+                records.write_predictions(preds / "best_hflip.npz", val["labels"], flip["top5_idx"], epoch)
             save_checkpoint(self.ckpt_dir / "best.pt", state)
         save_checkpoint(self.ckpt_dir / "last.pt", state)  # last: the commit point of the epoch
         records.write_metrics(self.run_dir / "metrics.csv", self.history)
@@ -503,32 +514,54 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, epoch: int = -1) -> dict[str, Any]:
-        """Loss, Top-1 and Top-5 over the complete val split (micro: share of all images)."""
+        """Loss, Top-1 and Top-5 over the complete val split (micro: share of all images).
+
+        With ``train.eval_hflip`` the result also holds ``hflip``: the same figures from the
+        mean of the softmax probabilities of each image and its mirror image, kept apart
+        from the plain figures (which stay the protocol's)."""
         model = self.model
         model.eval()
         self._sync()
         start = time.perf_counter()
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        idx_parts, top5_parts, label_parts = [], [], []
-        num_classes = self.model_args["num_classes"]
-        k = min(5, num_classes)
+        hflip = self.cfg.train.eval_hflip
+        loss_sum = torch.zeros(2, device=self.device, dtype=torch.float64)
+        idx_parts, top_parts, flip_parts, label_parts = [], [], [], []
+        k = min(5, self.model_args["num_classes"])
         for x, y, idx in self.val_loader:
             with self._autocast():
                 logits = model(x)
             logits = logits.float()  # Top-k on float32: bf16 rounding ties ~1% of top-1 picks
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-            top = logits.topk(k, dim=1).indices
+            loss_sum[0] += F.cross_entropy(logits, y, reduction="sum").double()
+            top_parts.append(logits.topk(k, dim=1).indices.cpu())
+            if hflip:
+                with self._autocast():
+                    mirrored = model(x.flip(3))
+                probs = flip_average(logits, mirrored.float())
+                loss_sum[1] += F.nll_loss(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), y,
+                                          reduction="sum").double()
+                flip_parts.append(probs.topk(k, dim=1).indices.cpu())
             idx_parts.append(idx.cpu())
-            top5_parts.append(top.cpu())
             label_parts.append(y.cpu())
         self._sync()
         seconds = time.perf_counter() - start
+        loss_total = all_reduce_sum(loss_sum, self.dist).tolist()
+        labels, top = self._gather_predictions(idx_parts, top_parts, label_parts, k)
+        n = len(labels)
+        result = {"loss": loss_total[0] / n, **_topk_rates(top, labels), "seconds": seconds,
+                  "labels": labels, "top5_idx": top}
+        if hflip:
+            _, top_flip = self._gather_predictions(idx_parts, flip_parts, label_parts, k)
+            result["hflip"] = {"loss": loss_total[1] / n, **_topk_rates(top_flip, labels), "top5_idx": top_flip}
+        return result
+
+    def _gather_predictions(self, idx_parts: list[torch.Tensor], top_parts: list[torch.Tensor],
+                            label_parts: list[torch.Tensor], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, top-5 indices) of every val image in val order, from all ranks."""
         local = (
             torch.cat(idx_parts).numpy() if idx_parts else np.zeros(0, np.int64),
-            torch.cat(top5_parts).numpy() if top5_parts else np.zeros((0, k), np.int64),
+            torch.cat(top_parts).numpy() if top_parts else np.zeros((0, k), np.int64),
             torch.cat(label_parts).numpy() if label_parts else np.zeros(0, np.int64),
         )
-        loss_total = all_reduce_sum(loss_sum, self.dist).item()
         parts = all_gather_objects(local, self.dist)
         idx = np.concatenate([p[0] for p in parts])
         order = np.argsort(idx, kind="stable")
@@ -539,21 +572,14 @@ class Trainer:
             raise RuntimeError(f"val pass covered {len(idx)} predictions for {n} images; the loader must yield each once")
         if k < 5:
             top = np.concatenate([top, -np.ones((n, 5 - k), dtype=top.dtype)], axis=1)
-        hit = top == labels[:, None]
-        return {
-            "loss": loss_total / n,
-            "top1": float(hit[:, 0].mean()),
-            "top5": float(hit.any(axis=1).mean()),
-            "seconds": seconds,
-            "labels": labels,
-            "top5_idx": top,
-        }
+        return labels, top
 
     # --------------------------------------------------------------- summary
     def _write_summary(self, status: str, error: str | None = None) -> dict[str, Any]:
         secs = [r["epoch_seconds"] for r in self.history]
         final = self.history[-1] if self.history else None
         counts = count_parameters(self.model)
+        best = None if self.best is None else {k: v for k, v in self.best.items() if k != "hflip"}
         summary: dict[str, Any] = {
             "status": status,
             "variant": self.cfg.variant,
@@ -561,7 +587,7 @@ class Trainer:
             "epochs": self.cfg.train.epochs,
             "epochs_done": len(self.history),
             "best_epoch": self.best["epoch"] if self.best else None,
-            "best": self.best,
+            "best": best,
             "final": None if final is None else {
                 "epoch": final["epoch"], "val_top1": final["val_top1"],
                 "val_top5": final["val_top5"], "val_loss": final["val_loss"],
@@ -572,12 +598,29 @@ class Trainer:
             "class_names": list(getattr(self.data, "class_names", [])),
             "environment": records.environment(self.device, self.dist.world_size),
         }
+        if self.cfg.train.eval_hflip:  # flip-averaged figures: their own entries, never mixed in
+            summary["best_hflip"] = None if not (self.best or {}).get("hflip") else \
+                {"epoch": self.best["epoch"], **self.best["hflip"]}
+            summary["final_hflip"] = None if final is None or "val_top1_hflip" not in final else {
+                "epoch": final["epoch"], "val_top1": final["val_top1_hflip"],
+                "val_top5": final["val_top5_hflip"], "val_loss": final["val_loss_hflip"],
+            }
         if error:
             summary["error"] = error
         if any(math.isnan(v) for v in secs):
             summary["warning"] = "some epoch timings are NaN"
         records.write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+def flip_average(logits: torch.Tensor, mirrored_logits: torch.Tensor) -> torch.Tensor:
+    """Test-time flip averaging: the mean of the two passes' softmax probabilities."""
+    return 0.5 * (logits.softmax(dim=1) + mirrored_logits.softmax(dim=1))
+
+
+def _topk_rates(top: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    hit = top == labels[:, None]
+    return {"top1": float(hit[:, 0].mean()), "top5": float(hit.any(axis=1).mean())}
 
 
 def train(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, resume: bool = False,

@@ -35,6 +35,9 @@ COLUMNS = (
 )
 
 
+HFLIP_COLUMNS = ("top1_hflip_mean_pct", "top5_hflip_mean_pct")  # flip-averaged val (train.eval_hflip)
+
+
 def train_columns(train_format: str) -> list[str]:
     """The extra columns of a training-format profile, e.g. ``latency_b1_ms_bf16_cl``."""
     return [f"{k}_{train_format}" for k in TRAIN_FIELDS]
@@ -91,6 +94,10 @@ def results_table(
         if train_profile and train_format:
             tprof = train_profile.get(variant, {})
             row.update({f"{k}_{train_format}": tprof.get(k) for k in TRAIN_FIELDS})
+        flip = [(r.summary.get(f"{policy}_hflip") or {}) for r in vruns]
+        if any(isinstance(f, dict) and f for f in flip):  # train.eval_hflip: own columns, never mixed
+            row["top1_hflip_mean_pct"] = _mean(_pct([_num(f.get("val_top1")) for f in flip]))
+            row["top5_hflip_mean_pct"] = _mean(_pct([_num(f.get("val_top5")) for f in flip]))
         summary_added = _summary_num(vruns, "params", "added")
         if summary_added is not None:
             row["added_params"] = summary_added
@@ -98,6 +105,7 @@ def results_table(
     table = pd.DataFrame(rows)
     _add_deltas(table, baseline, warnings)
     extra = train_columns(train_format) if train_profile and train_format else []
+    extra += [c for c in HFLIP_COLUMNS if c in table]
     table = table.reindex(columns=list(COLUMNS) + extra)
     counts = [c for c in extra if c.startswith("throughput_batch_")]
     for col in ("params", "added_params", "throughput_batch", "n_seeds", *counts):
