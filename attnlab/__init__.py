@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import timm_models as _timm_models  # noqa: F401  (registers the timm model names)
+from . import models as _models  # noqa: F401  (registers the timm model names)
 from .attention import EMA, SimAM
 from .models import (
     VARIANTS,

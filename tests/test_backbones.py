@@ -13,7 +13,6 @@ import torch.nn.functional as F
 import torchvision
 
 import attnlab  # noqa: F401  (registers the timm names)
-from attnlab.blocks import BASIC_SITES
 from attnlab.config import TrainConfig
 from attnlab.engine.optim import build_optimizer
 from attnlab.models import (
@@ -24,7 +23,8 @@ from attnlab.models import (
     create_model,
     parameter_groups,
 )
-from attnlab.weights import load_backbone_weights
+from attnlab.models.blocks import BASIC_SITES
+from attnlab.models.weights import load_backbone_weights
 
 # torchvision's own figures (1000 classes)
 TORCHVISION_PARAMS = {

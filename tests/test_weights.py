@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from attnlab.models import create_model
-from attnlab.weights import load_backbone_weights
+from attnlab.models.weights import load_backbone_weights
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ or ``fused.set_fused(mode)`` choose, and ``auto`` keeps this exact path on the C
 from __future__ import annotations
 
 import torch
+import torch.fx
 
 from . import fused as _fused
 from .base import AttentionModule
@@ -63,6 +64,9 @@ class SimAM(AttentionModule):
         self.fused = None if fused is None else _fused.resolve_name(fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _simam_forward(self, x)  # one opaque call under FX tracing (its checks need shapes)
+
+    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
         mode = _fused.resolve(self.fused, x)
         if mode == "eager":
             return x * simam_gate(x, self.e_lambda)
@@ -72,3 +76,12 @@ class SimAM(AttentionModule):
     def extra_repr(self) -> str:
         extra = "" if self.fused is None else f", fused={self.fused}"
         return f"e_lambda={self.e_lambda:g}{extra}"
+
+
+def _simam_forward(module: SimAM, x: torch.Tensor) -> torch.Tensor:
+    return module._forward_impl(x)
+
+
+# torch.fx (torchvision's create_feature_extractor, timm's FX features) records this call as
+# one node instead of tracing shape checks and kernel choices it cannot trace.
+torch.fx.wrap("_simam_forward")

@@ -6,8 +6,9 @@ children of a block named by their kind (``layer1.0.simam``, ``layer1.0.ema.gn.w
 
 Sites, in forward order:
 
-Bottleneck:  post_conv1 | post_conv2 (official SimAM) | post_conv3 | pre_add (after bn3,
-             official EMA) | post_add (after the residual add and ReLU)
+Bottleneck:  post_conv1 | post_conv2 (SimAM's official site) | post_conv3 | pre_add (after
+             bn3: EMA's default, the customary residual-branch site) | post_add (after the
+             residual add and ReLU)
 BasicBlock:  post_conv1 | post_conv2 (after the second 3x3 conv, before bn2) | pre_add |
              post_add
 """

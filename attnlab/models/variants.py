@@ -1,4 +1,4 @@
-"""The study's models: a torchvision ResNet with attention modules at named sites.
+"""The study's variants: which attention modules sit where, and ``create_model``.
 
 ``create_model("hybrid")`` is ResNet-50 with SimAM after conv2 (before bn2) and EMA after
 bn3 (before the residual add) in each of its 16 bottlenecks, a fresh 200-class head, and
@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.resnet import ResNet
 
-from .attention import ATTENTION_REGISTRY, AttentionModule, build_attention
-from .blocks import AttentiveBasicBlock, AttentiveBottleneck
+from ..attention import ATTENTION_REGISTRY, build_attention
+from .resnet import BACKBONES, STEMS, AttnResNet, attention_modules, head_module
+from .weights import load_backbone_weights
 
 
 @dataclass(frozen=True)
@@ -92,71 +92,6 @@ DEFAULT_ATTENTION_KWARGS: dict[str, dict[str, Any]] = {
     "ca": {"reduction": 32, "min_channels": 8},
 }
 
-# backbone name -> (block, blocks per stage, extra ResNet kwargs); names follow torchvision.
-BACKBONES: dict[str, tuple[type[nn.Module], list[int], dict[str, int]]] = {
-    "resnet18": (AttentiveBasicBlock, [2, 2, 2, 2], {}),
-    "resnet34": (AttentiveBasicBlock, [3, 4, 6, 3], {}),
-    "resnet50": (AttentiveBottleneck, [3, 4, 6, 3], {}),
-    "resnet101": (AttentiveBottleneck, [3, 4, 23, 3], {}),
-    "resnet152": (AttentiveBottleneck, [3, 8, 36, 3], {}),
-    "resnext50_32x4d": (AttentiveBottleneck, [3, 4, 6, 3], {"groups": 32, "width_per_group": 4}),
-}
-
-
-# The stem (conv1 + max-pool): ``imagenet`` is torchvision's (7x7 stride-2 conv, 3x3
-# stride-2 max-pool: /4 before layer1, the study). ``low_res`` keeps the pretrained 7x7
-# kernels but runs them at stride 1 and drops the max-pool, so every feature map is 4x
-# larger per side (layer4 8x8 at 64x64 instead of 2x2), the low-resolution recipe of
-# published Tiny ImageNet fine-tuning. ``low_res_3x3`` is a 3x3 stride-1 conv instead, whose
-# kernels are the pretrained 7x7 ones resampled (``resample_stem_kernel``); an attnlab
-# option, not a published recipe (those train a fresh 3x3 conv).
-STEMS = ("imagenet", "low_res", "low_res_3x3")
-
-
-def resample_stem_kernel(weight: torch.Tensor, size: int = 3) -> torch.Tensor:
-    """A pretrained 7x7 stem kernel as a ``size`` x ``size`` one.
-
-    Area resampling (adaptive average pooling) keeps the filter's shape at the coarser
-    scale: at 64x64 an object spans about 64/224 of the pixels it did in ImageNet, so a 7x7
-    ImageNet filter covers what a 2-3 px filter covers here. Each (output, input) kernel is
-    then shifted by a constant so its sum, the response to a flat patch, equals the 7x7
-    kernel's: the BatchNorm after conv1 sees inputs on the scale it was trained for.
-    """
-    small = torch.nn.functional.adaptive_avg_pool2d(weight.float(), size)
-    shift = (weight.float().sum((2, 3), keepdim=True) - small.sum((2, 3), keepdim=True)) / (size * size)
-    return (small + shift).to(weight.dtype)
-
-
-class AttnResNet(ResNet):
-    """torchvision's ResNet (same state_dict keys) that records how it was built."""
-
-    head_name = "fc"
-
-    def __init__(self, backbone: str, variant: str, placements: Sequence[Placement], *,
-                 stem: str = "imagenet", **kwargs) -> None:
-        block, layers, extra = BACKBONES[backbone]
-        super().__init__(block, layers, **extra, **kwargs)
-        self.backbone_name = backbone
-        self.variant = variant
-        self.placements = tuple(placements)
-        self.stem = stem
-        if stem == "low_res":
-            self.conv1.stride = (1, 1)
-            self.maxpool = nn.Identity()
-        elif stem == "low_res_3x3":
-            self.conv1 = nn.Conv2d(3, self.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-            self.maxpool = nn.Identity()
-
-    @property
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3, self.layer4]
-
-    @property
-    def attention_kinds(self) -> list[str]:
-        return list(dict.fromkeys(p.kind for p in self.placements))
-
-
 def variant_placements(
     variant: str,
     *,
@@ -185,6 +120,9 @@ def create_model(
     blocks: Iterable[int] | None = None,
     attention_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     stem: str = "imagenet",
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    global_pool: str = "avg",
     progress: bool = False,
     verbose: bool = False,
 ) -> AttnResNet:
@@ -204,11 +142,16 @@ def create_model(
         attention_kwargs: kind -> constructor kwargs (e.g. ``{"ema": {"factor": 16}}``).
         stem: ``imagenet`` (the study), ``low_res`` (pretrained 7x7 conv at stride 1, no
             max-pool) or ``low_res_3x3`` (see ``STEMS``).
+        in_chans, drop_rate, global_pool: timm's common model kwargs (input channels; dropout
+            before the classifier; ``avg``, ``max``, ``avgmax``, ``catavgmax`` or ``''``).
+        num_classes: 0 gives no classifier (the model returns pooled features).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; known: {list(BACKBONES)}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; known: {list(STEMS)}")
     if placements is None:
@@ -219,12 +162,11 @@ def create_model(
     for kind, kw in (attention_kwargs or {}).items():
         kwargs_by_kind.setdefault(kind, {}).update(kw)
 
-    model = AttnResNet(backbone, variant, layout, stem=stem, num_classes=num_classes)
+    model = AttnResNet(backbone, variant, layout, stem=stem, num_classes=num_classes, in_chans=in_chans,
+                       drop_rate=drop_rate, global_pool=global_pool)
     for placement in layout:
         _insert(model, placement, kwargs_by_kind.get(placement.kind, {}))
     if weights is not None:
-        from .weights import load_backbone_weights
-
         report = load_backbone_weights(model, weights, progress=progress)
         if verbose:
             print(report)
@@ -261,16 +203,6 @@ def _insert(model: AttnResNet, placement: Placement, base_kwargs: Mapping[str, A
                     f"{model.backbone_name} ({channels} channels): {err}"
                 ) from err
             block.add_attention(placement.site, module, placement.kind)
-
-
-def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """All attention modules of ``model`` with their qualified names."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, AttentionModule)]
-
-
-def head_module(model: nn.Module) -> tuple[str, nn.Module]:
-    name = getattr(model, "head_name", "fc")
-    return name, model.get_submodule(name)
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import MissingWeightsFile, WeightsError
-from .models import attention_modules, head_module
+from ..errors import MissingWeightsFile, WeightsError
+from .resnet import attention_modules, head_module, resample_stem_kernel
 
 DEFAULT_PRETRAINED = "IMAGENET1K_V1"  # torchvision's classic weights (`pretrained=True`)
 _CHECKPOINT_KEYS = ("model", "state_dict", "model_state", "model_state_dict", "module")
@@ -61,7 +61,13 @@ def resolve_state_dict(spec: str, backbone: str, *, progress: bool = False) -> t
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A bare state_dict or a checkpoint dict holding one, from ``.pt/.pth`` or ``.safetensors``."""
+    """A bare state_dict or a checkpoint dict holding one, from ``.pt/.pth`` or ``.safetensors``;
+    a folder written by ``attnlab export`` (timm's hub layout) means its ``model.safetensors``."""
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            raise MissingWeightsFile(f"weights folder {path} has no model.safetensors (an `attnlab export` "
+                                     "folder holds one); pass a weights file or an export folder")
+        path = path / "model.safetensors"
     if not path.is_file():
         raise MissingWeightsFile(f"weights file {path} does not exist; pass the path of a .pth/.pt state_dict")
     if path.suffix == ".safetensors":
@@ -149,9 +155,12 @@ def load_backbone_weights(model: nn.Module, spec: str, *, progress: bool = False
     target = model.state_dict()
     if getattr(model, "stem", "imagenet") == "low_res_3x3" and "conv1.weight" in source \
             and source["conv1.weight"].shape[-1] == 7 and target["conv1.weight"].shape[-1] == 3:
-        from .models import resample_stem_kernel
-
         source = {**source, "conv1.weight": resample_stem_kernel(source["conv1.weight"])}
+    in_chans = target["conv1.weight"].shape[1]
+    if "conv1.weight" in source and source["conv1.weight"].shape[1] != in_chans:
+        from timm.models import adapt_input_conv  # timm's rule: sum or repeat the RGB filters
+
+        source = {**source, "conv1.weight": adapt_input_conv(in_chans, source["conv1.weight"])}
     head_name, _ = head_module(model)
     head_keys = {k for k in target if k.startswith(head_name + ".")}
     attn_keys = {k for n, _ in attention_modules(model) for k in target if k.startswith(n + ".")}
@@ -196,7 +205,7 @@ def load_backbone_weights(model: nn.Module, spec: str, *, progress: bool = False
 
 
 def _known_attention_kinds() -> set[str]:
-    from .attention import ATTENTION_REGISTRY
+    from ..attention import ATTENTION_REGISTRY
 
     return set(ATTENTION_REGISTRY)
 
