@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "attnlab.commands.ablate",
     "attnlab.commands.profile",
     "attnlab.commands.report",
+    "attnlab.commands.export",
     "attnlab.commands.demo",
 )
 # OS errors that are the environment's, not a bug: the message names the path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import timm as _timm  # noqa: F401  (registers the timm model names)
 from .blocks import BASIC_SITES, BOTTLENECK_SITES, AttentiveBasicBlock, AttentiveBottleneck
+from .dense import FeaturePyramidBackbone
 from .resnet import (
     BACKBONES,
     STEMS,
@@ -36,7 +37,7 @@ from .weights import DEFAULT_PRETRAINED, LoadReport, load_backbone_weights, read
 __all__ = [
     "BACKBONES", "BASIC_SITES", "BOTTLENECK_SITES", "DEFAULT_ATTENTION_KWARGS", "DEFAULT_PRETRAINED",
     "DEFAULT_SITES", "STEMS", "TIMM_NAMES", "VARIANTS", "AttentiveBasicBlock", "AttentiveBottleneck",
-    "AttnResNet", "LoadReport", "Placement", "attention_modules", "check_forward_shapes", "count_parameters",
+    "AttnResNet", "FeaturePyramidBackbone", "LoadReport", "Placement", "attention_modules", "check_forward_shapes", "count_parameters",
     "create_model", "describe", "forward_check", "head_module", "load_backbone_weights", "parameter_groups",
     "read_weights_file", "resample_stem_kernel", "tiny_imagenet_cfg", "variant_placements",
 ]

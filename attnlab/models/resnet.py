@@ -156,7 +156,7 @@ class AttnResNet(ResNet):
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
                               intermediates_only: bool = False) -> Any:
         """timm's intermediate-feature API: index 0 is the stem, 1-4 the stages."""
-        from timm.models import feature_take_indices
+        from timm.models._features import feature_take_indices
 
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
@@ -177,7 +177,7 @@ class AttnResNet(ResNet):
 
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        from timm.models import feature_take_indices
+        from timm.models._features import feature_take_indices
 
         take, max_index = feature_take_indices(5, indices)
         for i in range(max(max_index, 1) + 1, 5):
