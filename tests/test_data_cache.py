@@ -80,7 +80,7 @@ def test_changed_source_invalidates_the_cache(root: Path) -> None:
 
 
 def test_interrupted_build_leaves_no_valid_cache(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = tiny_imagenet.decode_image
+    real = tiny_imagenet.decode_image_sized
     calls = {"n": 0}
 
     def dies_midway(*args, **kw):  # type: ignore[no-untyped-def]
@@ -89,7 +89,7 @@ def test_interrupted_build_leaves_no_valid_cache(root: Path, monkeypatch: pytest
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(tiny_imagenet, "decode_image", dies_midway)
+    monkeypatch.setattr(tiny_imagenet, "decode_image_sized", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         prepare(root, progress=False, workers=1)
     cache_dir = root / ".attnlab_cache"
@@ -97,7 +97,7 @@ def test_interrupted_build_leaves_no_valid_cache(root: Path, monkeypatch: pytest
     expected = cache_dir / cache_name("folder", 64, scan(root).fingerprint)
     with pytest.raises(CacheError, match="not found"):
         open_cache(expected)
-    monkeypatch.setattr(tiny_imagenet, "decode_image", real)
+    monkeypatch.setattr(tiny_imagenet, "decode_image_sized", real)
     rebuilt = prepare(root, progress=False)
     assert not rebuilt.reused and rebuilt.path == expected
 

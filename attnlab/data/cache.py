@@ -1,8 +1,11 @@
 """Decode the dataset once into memory-mappable uint8 arrays; reuse them while fresh.
 
 A cache is one folder ``<cache_dir>/<kind>-<size>px-<fingerprint>/`` holding
-``{train,val}_images.npy`` (uint8, N×S×S×3), ``{train,val}_labels.npy`` (int64) and
-``meta.json`` (source, fingerprint, counts, size, classes, build speed). The fingerprint
+``{train,val}_images.npy`` (uint8, N×S×S×3), ``{train,val}_labels.npy`` (int64),
+``val_boxes.npy`` where the dataset has boxes (int64 N×4: x0, y0, x1, y1, inclusive pixel
+coordinates of the cached S×S image; Tiny ImageNet's val annotations, scaled when the cached
+size is not the image's own) and ``meta.json`` (source, fingerprint, counts, size, classes,
+``boxes``: the splits with a boxes file, build speed). The fingerprint
 hashes the source's file list with sizes and mtimes (folder) or sizes and CRCs (zip), so a
 changed source gets a new folder and is rebuilt.
 
@@ -10,7 +13,8 @@ Atomicity: a build writes into a ``.tmp-*`` folder, flushes the arrays, writes m
 last and then renames the folder into place. An interrupted build leaves at most a
 ``.tmp-*`` folder, which is never opened as a cache (and is removed by a later build once
 its process is gone); opening also checks every array against meta.json, so a truncated
-file is detected and rebuilt.
+file is detected and rebuilt; so are boxes outside the image, and a cache of an older
+``CACHE_VERSION`` (version 1 had no boxes).
 """
 
 from __future__ import annotations
@@ -31,20 +35,23 @@ from typing import Any
 
 import numpy as np
 
-from .tiny_imagenet import DataError, DecodedChunk, TinyImageNetIndex
+from .tiny_imagenet import DataError, DecodedChunk, TinyImageNetIndex, fit_boxes
 
 CACHE_FORMAT = "attnlab-tiny-imagenet-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: val_boxes.npy and meta["boxes"]
 SPLITS = ("train", "val")
 CACHE_DIRNAME = ".attnlab_cache"
 
 
 @dataclass(eq=False)  # identity hash: the loader keeps device copies per split object
 class CachedSplit:
-    """One split: uint8 images (N, H, W, 3), memory-mapped, and int64 labels (N,)."""
+    """One split: uint8 images (N, H, W, 3), memory-mapped, int64 labels (N,) and, where the
+    dataset has them, int64 boxes (N, 4): x0, y0, x1, y1, inclusive pixel coordinates of the
+    cached image (None for parquet, CIFAR-100, ImageFolder trees and the train split)."""
 
     images: np.ndarray
     labels: np.ndarray
+    boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -76,6 +83,10 @@ class CachedDataset:
 
 class CacheError(RuntimeError):
     """A cache folder that is incomplete or damaged (it is rebuilt, never trusted)."""
+
+
+class CacheVersionError(CacheError):
+    """A cache folder written in another format version (it is rebuilt)."""
 
 
 def scan_source(root: str | Path) -> TinyImageNetIndex:
@@ -130,7 +141,7 @@ def open_cache(path: str | Path, *, fingerprint: str | None = None) -> CachedDat
     except (OSError, ValueError) as exc:
         raise CacheError(f"{meta_path}: unreadable ({exc})") from None
     if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
-        raise CacheError(f"{meta_path}: format {meta.get('format')} v{meta.get('version')}, "
+        raise CacheVersionError(f"{meta_path}: format {meta.get('format')} v{meta.get('version')}, "
                          f"expected {CACHE_FORMAT} v{CACHE_VERSION}")
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
         raise CacheError(f"{meta_path}: built from a different version of the source")
@@ -139,14 +150,20 @@ def open_cache(path: str | Path, *, fingerprint: str | None = None) -> CachedDat
         counts = {split: int(meta["counts"][split]) for split in SPLITS}
         classes, class_names = list(meta["classes"]), list(meta["class_names"])
         source = Path(meta["source"])
+        with_boxes = list(meta["boxes"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CacheError(f"{meta_path}: incomplete ({exc!r})") from None
+    if any(split not in SPLITS for split in with_boxes):
+        raise CacheError(f"{meta_path}: boxes for unknown splits {with_boxes}")
     splits = {}
     for split in SPLITS:
         n = counts[split]
         images = _load_array(path / f"{split}_images.npy", np.uint8, (n, size, size, 3))
         labels = _load_array(path / f"{split}_labels.npy", np.int64, (n,))
-        splits[split] = CachedSplit(images, labels)
+        boxes = None
+        if split in with_boxes:
+            boxes = _load_boxes(path / f"{split}_boxes.npy", n, size)
+        splits[split] = CachedSplit(images, labels, boxes)
     return CachedDataset(root=source, classes=classes, class_names=class_names, image_size=size,
                          train=splits["train"], val=splits["val"], meta=meta, path=path)
 
@@ -162,6 +179,17 @@ def _load_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(arr, np.memmap) and os.path.getsize(path) != arr.offset + arr.nbytes:
         raise CacheError(f"{path}: {os.path.getsize(path)} bytes, expected {arr.offset + arr.nbytes}")
     return arr
+
+
+def _load_boxes(path: Path, n: int, size: int) -> np.ndarray:
+    """A boxes array (n, 4), every box ordered and inside the size×size image."""
+    boxes = np.array(_load_array(path, np.int64, (n, 4)))  # small: read it whole
+    x0, y0, x1, y1 = boxes.T
+    bad = (x0 < 0) | (y0 < 0) | (x1 < x0) | (y1 < y0) | (x1 >= size) | (y1 >= size)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CacheError(f"{path}: box {i} {boxes[i].tolist()} is not inside a {size}x{size} image")
+    return boxes
 
 
 def prepare(root: str | Path, cache_dir: str | Path | None = None, *, workers: int | None = None,
@@ -182,7 +210,8 @@ def prepare(root: str | Path, cache_dir: str | Path | None = None, *, workers: i
         try:
             dataset = open_cache(final, fingerprint=index.fingerprint)
         except CacheError as exc:
-            _say(progress, f"cache {final} is damaged ({exc}); rebuilding")
+            why = "is outdated" if isinstance(exc, CacheVersionError) else "is damaged"
+            _say(progress, f"cache {final} {why} ({exc}); rebuilding")
         else:
             dataset.reused = True
             return dataset
@@ -240,9 +269,13 @@ def _build(index: TinyImageNetIndex, cache_dir: Path, final: Path, *, size: int,
                  for offset, task in index.tasks(split, chunk_size, size)]
         resized: list[str] = []
         errors: list[str] = []
+        boxed = [split for split in SPLITS if index.splits[split].boxes is not None]
+        sizes = {split: np.zeros((counts[split], 2), dtype=np.int64) for split in boxed}
 
         def store(split: str, offset: int, chunk: DecodedChunk) -> None:
             arrays[split][offset:offset + len(chunk.images)] = chunk.images
+            if split in sizes:
+                sizes[split][offset:offset + len(chunk.images)] = np.asarray(chunk.sizes).reshape(-1, 2)
             resized.extend(chunk.resized)
             errors.extend(chunk.errors)
 
@@ -256,13 +289,16 @@ def _build(index: TinyImageNetIndex, cache_dir: Path, final: Path, *, size: int,
             arrays[split].flush()
             del arrays[split]  # close the memmap before the rename
             np.save(tmp / f"{split}_labels.npy", index.splits[split].labels.astype(np.int64))
+        for split in boxed:  # checked against each image's own size, scaled to the cached size
+            boxes = fit_boxes(index.splits[split], sizes[split], size, index.source.redo())
+            np.save(tmp / f"{split}_boxes.npy", boxes.astype(np.int64))
         seconds = time.perf_counter() - start
         meta = {
             "format": CACHE_FORMAT, "version": CACHE_VERSION,
             "source": str(index.location), "source_kind": index.kind,
             "fingerprint": index.fingerprint, "image_size": size,
             "classes": index.classes, "class_names": index.class_names,
-            "counts": counts, "resized": len(resized), "notes": index.notes,
+            "counts": counts, "boxes": boxed, "resized": len(resized), "notes": index.notes,
             "build_seconds": round(seconds, 3), "images_per_s": round(total / max(seconds, 1e-9), 1),
             "workers": workers, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -5,6 +5,13 @@ Layout (DESIGN.md): ``wnids.txt``; ``words.txt`` (wnid -> names);
 ``val/images/val_<k>.JPEG`` plus ``val/val_annotations.txt`` (tab-separated: file, wnid,
 x0, y0, x1, y1). Class index = position in the *sorted* wnids, for every split.
 
+Boxes: every val annotation's box is kept (``SplitIndex.boxes``, int64 N×4, inclusive pixel
+coordinates of the image file: ``0 <= x0 <= x1 <= W - 1``, ``0 <= y0 <= y1 <= H - 1``).
+``scan`` refuses a box that is not four integers, has x1 < x0 or y1 < y0, or a negative
+coordinate; the cache build, which knows each image's size, refuses one past the image's
+right or bottom edge, and ``fit_boxes`` scales the boxes to the cached side length. The
+train boxes files (``<wnid>_boxes.txt``) are not read.
+
 ``scan`` checks the structure and lists (file, label) pairs without decoding any image, so
 a damaged download fails in a second with a message that names the file, says what is
 wrong and how to fix it. ``decode_image`` turns one file into a uint8 RGB array (grayscale
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,6 +48,7 @@ ANNOTATION_COLUMNS = 6  # file, wnid, x0, y0, x1, y1
 WNIDS = "wnids.txt"
 WORDS = "words.txt"
 VAL_ANNOTATIONS = "val/val_annotations.txt"
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class DataError(AttnlabError, ValueError):
@@ -224,6 +233,13 @@ def decode_image(data: bytes, where: str, size: int = 64, fix: str = DAMAGED_FIX
     """One image file -> (uint8 array (size, size, 3), whether it had to be resized).
 
     ``fix`` ends the message for an undecodable file (each layout knows its own remedy)."""
+    pixels, source_size = decode_image_sized(data, where, size, fix)
+    return pixels, source_size != (size, size)
+
+
+def decode_image_sized(data: bytes, where: str, size: int = 64,
+                       fix: str = DAMAGED_FIX) -> tuple[np.ndarray, tuple[int, int]]:
+    """Like ``decode_image``, with the file's own (width, height) instead of the flag."""
     from PIL import Image
 
     try:
@@ -233,19 +249,21 @@ def decode_image(data: bytes, where: str, size: int = 64, fix: str = DAMAGED_FIX
         raise DataError(
             f"{where}: cannot be decoded as an image ({exc}). The file is damaged: {fix}."
         ) from None
-    resized = rgb.size != (size, size)
-    if resized:
+    source_size = (int(rgb.size[0]), int(rgb.size[1]))
+    if source_size != (size, size):
         rgb = rgb.resize((size, size), Image.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8), resized
+    return np.asarray(rgb, dtype=np.uint8), source_size
 
 
 @dataclass
 class DecodedChunk:
-    """What a decode task returns: images, how many were resized, and per-file errors."""
+    """What a decode task returns: images, how many were resized, per-file errors and, from
+    ``decode_files``, each file's own (width, height) (the frame its boxes are given in)."""
 
     images: np.ndarray
     resized: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 def decode_files(source: Source, names: list[str], size: int, fix: str = DAMAGED_FIX) -> DecodedChunk:
@@ -254,15 +272,17 @@ def decode_files(source: Source, names: list[str], size: int, fix: str = DAMAGED
     chunk = DecodedChunk(out)
     for i, rel in enumerate(names):
         where = source.where(rel)
+        chunk.sizes.append((0, 0))
         try:
-            out[i], resized = decode_image(source.read(rel), where, size, fix)
+            out[i], source_size = decode_image_sized(source.read(rel), where, size, fix)
         except DataError as exc:
             chunk.errors.append(str(exc))
             continue
         except (OSError, KeyError, zipfile.BadZipFile) as exc:
             chunk.errors.append(f"{where}: cannot be read ({exc}). {_cap(source.redo())}.")
             continue
-        if resized:
+        chunk.sizes[-1] = source_size
+        if source_size != (size, size):
             chunk.resized.append(where)
     return chunk
 
@@ -276,10 +296,14 @@ def _cap(text: str) -> str:
 
 @dataclass
 class SplitIndex:
-    """The files of one split in their fixed order, with labels (sorted-wnid positions)."""
+    """The files of one split in their fixed order, with labels (sorted-wnid positions) and,
+    where the layout has them, one box per image (Tiny ImageNet's val split)."""
 
     names: list[str]
     labels: np.ndarray  # int64
+    boxes: np.ndarray | None = None  # int64 (N, 4): x0, y0, x1, y1 in the file's own pixels, inclusive
+    box_lines: np.ndarray | None = None  # int64 (N,): the annotation line of each box
+    box_file: str | None = None  # where the boxes come from (for messages)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -387,6 +411,8 @@ def scan(root: str | Path | FolderSource | ZipSource) -> TinyImageNetIndex:
     val_entries = source.listdir("val/images") or {}
     val_names: list[str] = []
     val_labels: list[int] = []
+    val_boxes: list[tuple[int, int, int, int]] = []
+    box_lines: list[int] = []
     ann_where = source.where(VAL_ANNOTATIONS)
     listed_files: set[str] = set()
     for lineno, line in enumerate(ann_text.splitlines(), 1):
@@ -399,6 +425,7 @@ def scan(root: str | Path | FolderSource | ZipSource) -> TinyImageNetIndex:
                 f"(file, wnid, x0, y0, x1, y1), found {len(cols)}. The file is damaged: {redo}."
             )
         name, wnid = cols[0].strip(), cols[1].strip()
+        box = _parse_box(cols[2:], f"{ann_where} line {lineno}", redo)
         if wnid not in index_of:
             raise DataError(
                 f"{ann_where} line {lineno}: wnid {wnid} is not in wnids.txt. The two files come "
@@ -416,6 +443,8 @@ def scan(root: str | Path | FolderSource | ZipSource) -> TinyImageNetIndex:
         listed_files.add(name)
         val_names.append(f"val/images/{name}")
         val_labels.append(index_of[wnid])
+        val_boxes.append(box)
+        box_lines.append(lineno)
         keys.append(f"val/images/{name}={val_entries[name]}")
     if not val_names:
         raise DataError(f"{ann_where}: lists no images. {_cap(redo)}.")
@@ -430,9 +459,92 @@ def scan(root: str | Path | FolderSource | ZipSource) -> TinyImageNetIndex:
     fingerprint = hashlib.sha256("\n".join(keys).encode()).hexdigest()
     splits = {
         "train": SplitIndex(train_names, np.asarray(train_labels, dtype=np.int64)),
-        "val": SplitIndex(val_names, np.asarray(val_labels, dtype=np.int64)),
+        "val": SplitIndex(val_names, np.asarray(val_labels, dtype=np.int64),
+                          boxes=np.asarray(val_boxes, dtype=np.int64).reshape(-1, 4),
+                          box_lines=np.asarray(box_lines, dtype=np.int64), box_file=ann_where),
     }
     return TinyImageNetIndex(source, classes, class_names, splits, fingerprint, notes)
+
+
+def _parse_box(cols: list[str], where: str, redo: str) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of one annotation line: integers, ordered, not negative (the upper
+    bound needs the image's size: ``fit_boxes``)."""
+    text = ", ".join(c.strip() for c in cols)
+    if not all(_INTEGER.fullmatch(c.strip()) for c in cols):
+        raise DataError(
+            f"{where}: the box ({text}) is not four integers (x0, y0, x1, y1 in pixels). "
+            f"The file is damaged: {redo}."
+        )
+    x0, y0, x1, y1 = (int(c.strip()) for c in cols)
+    if x1 < x0 or y1 < y0:
+        axis = "x1 < x0" if x1 < x0 else "y1 < y0"
+        raise DataError(
+            f"{where}: the box ({text}) has {axis}; a box is x0, y0, x1, y1 with x0 <= x1 and "
+            f"y0 <= y1. The file is damaged: {redo}."
+        )
+    if min(x0, y0) < 0:
+        raise DataError(
+            f"{where}: the box ({text}) lies outside the image (pixel coordinates start at 0). "
+            f"The file is damaged: {redo}."
+        )
+    return x0, y0, x1, y1
+
+
+def scale_boxes(boxes: np.ndarray, source_sizes: np.ndarray, size: int) -> np.ndarray:
+    """Inclusive pixel boxes (N, 4) in images of (width, height) ``source_sizes`` (N, 2) ->
+    the same boxes in ``size``×``size`` images: the pixel extent [x0, x1 + 1) is scaled and
+    rounded outwards, so the scaled box covers every pixel the object covers (identity when
+    the image already is ``size``×``size``)."""
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    w = np.asarray(source_sizes, dtype=np.int64).reshape(-1, 2)[:, :1]
+    h = np.asarray(source_sizes, dtype=np.int64).reshape(-1, 2)[:, 1:]
+    x0 = boxes[:, 0:1] * size // w
+    y0 = boxes[:, 1:2] * size // h
+    x1 = -((-(boxes[:, 2:3] + 1) * size) // w) - 1  # ceil((x1 + 1) * size / w) - 1
+    y1 = -((-(boxes[:, 3:4] + 1) * size) // h) - 1
+    return np.clip(np.concatenate([x0, y0, x1, y1], axis=1), 0, size - 1)
+
+
+def fit_boxes(part: SplitIndex, source_sizes: np.ndarray, size: int, redo: str) -> np.ndarray:
+    """``part``'s boxes checked against each image's own size, then scaled to ``size``.
+
+    A box past the right or bottom edge of its image is a ``DataError`` naming the
+    annotation file and line."""
+    if part.boxes is None:
+        raise ValueError("this split has no boxes")
+    sizes = np.asarray(source_sizes, dtype=np.int64).reshape(-1, 2)
+    outside = (part.boxes[:, 2] >= sizes[:, 0]) | (part.boxes[:, 3] >= sizes[:, 1])
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        x0, y0, x1, y1 = (int(v) for v in part.boxes[i])
+        w, h = (int(v) for v in sizes[i])
+        line = int(part.box_lines[i]) if part.box_lines is not None else i + 1
+        raise DataError(
+            f"{part.box_file} line {line}: the box ({x0}, {y0}, {x1}, {y1}) lies outside "
+            f"{part.names[i].rsplit('/', 1)[-1]}, which is {w}x{h} pixels (x0..x1 in 0..{w - 1}, "
+            f"y0..y1 in 0..{h - 1}). The file is damaged: {redo}."
+        )
+    return scale_boxes(part.boxes, sizes, size)
+
+
+def read_boxes(root: str | Path | TinyImageNetIndex, split: str = "val", size: int = 64) -> np.ndarray | None:
+    """The boxes of ``split`` scaled to ``size``×``size`` images (int64 N×4), or None when
+    the split has none; checked like the cache build does (each image's size from its header)."""
+    from PIL import Image
+
+    index = root if isinstance(root, TinyImageNetIndex) else scan(root)
+    part = index.splits[split]
+    if part.boxes is None:
+        return None
+    sizes = []
+    for rel in part.names:
+        try:
+            with Image.open(io.BytesIO(index.source.read(rel))) as im:
+                sizes.append(im.size)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{index.source.where(rel)}: cannot be read as an image ({exc}). "
+                            f"The file is damaged: {DAMAGED_FIX}.") from None
+    return fit_boxes(part, np.asarray(sizes, dtype=np.int64), size, index.source.redo())
 
 
 def _class_names(source: Source, classes: list[str]) -> tuple[list[str], list[str]]:
