@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "attnlab.commands.data",
     "attnlab.commands.train",
     "attnlab.commands.ablate",
+    "attnlab.commands.tune",
     "attnlab.commands.profile",
     "attnlab.commands.report",
     "attnlab.commands.export",
@@ -66,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("ATTNLAB_DEBUG", "") not in ("", "0")
+    threads = os.environ.get("ATTNLAB_THREADS")  # set by --jobs N for its worker processes
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     try:
         result = args.func(args)
     except KeyboardInterrupt:

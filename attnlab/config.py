@@ -107,6 +107,34 @@ class TrainConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """Where ``attnlab ablate/tune --launcher slurm`` submits (submitit job array)."""
+
+    partition: str | None = None
+    time_min: int = 720                   # per job; a preempted or timed-out job requeues and resumes
+    gpus: int = 1                         # per job (one run per job)
+    cpus: int = 8
+    mem_gb: int | None = None
+    account: str | None = None
+    max_parallel: int | None = None       # array throttle (%N)
+    extra: dict[str, Any] = field(default_factory=dict)  # more sbatch options, e.g. {qos: high}
+
+
+@dataclass
+class TuneConfig:
+    """``attnlab tune``: an Optuna search per variant, scored on a held-out part of train."""
+
+    # dotted config key -> {log: [lo, hi]} | {float: [lo, hi]} | {int: [lo, hi]} | {choice: [...]}
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    holdout: float = 0.1                  # stratified share of train scored while tuning
+    holdout_seed: int = 0
+    epochs: int | None = None             # shorter trials (None: train.epochs)
+    trials: int = 20
+    seed: int = 0                         # sampler seed
+    prune: bool = True                    # median pruning on per-epoch held-out Top-1
+
+
+@dataclass
 class ExperimentConfig:
     name: str | None = None               # run name; default <variant>_seed<seed>
     variant: str = "hybrid"
@@ -121,6 +149,8 @@ class ExperimentConfig:
     variant_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # a sweep instead of `variants`: row name -> model.placements (attnlab.sweep; --sweep sites)
     sweep: dict[str, list[dict[str, Any]]] | None = None
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     @property
     def run_name(self) -> str:
@@ -309,6 +339,12 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "train.grad_clip": ("> 0", lambda v: v > 0),
     "train.max_steps_per_epoch": (">= 1", lambda v: v >= 1),
     "train.log_every": (">= 1", lambda v: v >= 1),
+    "slurm.time_min": (">= 1", lambda v: v >= 1),
+    "slurm.gpus": (">= 0", lambda v: v >= 0),
+    "slurm.cpus": (">= 1", lambda v: v >= 1),
+    "tune.holdout": ("in (0, 0.5]", lambda v: 0 < v <= 0.5),
+    "tune.epochs": (">= 1", lambda v: v >= 1),
+    "tune.trials": (">= 1", lambda v: v >= 1),
 }
 
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from attnlab.ablation import run_grid, run_status
 from attnlab.config import from_dict
 from attnlab.data.synthetic import write_synthetic
 from attnlab.engine import trainer as trainer_mod
 from attnlab.report import write_report
+from attnlab.study.grid import run_grid, run_status
 
 TIMING = {"epoch_seconds", "eval_seconds", "train_images_per_s"}
 

@@ -236,7 +236,7 @@ def cancelled_by_batchnorm(name: str) -> bool:
 
 def test_profile_counts_the_se_variant() -> None:
     """SE's MACs are its two 1x1 convs on pooled vectors: sum of 2*C*(C//16), any image size."""
-    profile = pytest.importorskip("attnlab.profile")  # the profiler lands separately
+    profile = pytest.importorskip("attnlab.profiling")  # the profiler lands separately
     count_macs, profile_variants = profile.count_macs, profile.profile_variants
 
     se_macs = sum(n * 2 * c * (c // 16) for c, n in RESNET50_STAGES)

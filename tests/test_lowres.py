@@ -191,8 +191,8 @@ def test_recipe_configs() -> None:
 
 
 def test_report_shows_flip_tta_in_its_own_columns(root: Path, tmp_path: Path, one_thread) -> None:
-    from attnlab.ablation import run_grid
     from attnlab.report import write_report
+    from attnlab.study.grid import run_grid
 
     raw = tiny(root, tmp_path, eval_hflip=True, epochs=1)
     raw.pop("variant"), raw.pop("seed")

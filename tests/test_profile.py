@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from attnlab.attention import EMA, SimAM
 from attnlab.cli import main
 from attnlab.models import attention_modules, create_model
-from attnlab.profile import (
+from attnlab.profiling import (
     OPS_FORMULAS,
     OpCount,
     attention_ops,

@@ -15,7 +15,7 @@ from attnlab.cli import main
 from attnlab.config import ConfigError, from_dict
 from attnlab.data.synthetic import write_synthetic
 from attnlab.models import Placement, create_model, variant_placements
-from attnlab.sweep import (
+from attnlab.study.sweep import (
     SITE_LAYOUT_NAMES,
     check_sweep,
     reference,
@@ -167,8 +167,8 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, one_thread: None) -> None:
 
 
 def test_profile_has_one_entry_per_layout(tmp_path: Path) -> None:
-    from attnlab.ablation import profile_grid
     from attnlab.report.profile_json import read_profile
+    from attnlab.study.grid import profile_grid
 
     layouts = site_layouts("resnet18")
     cfg = _cfg({"default": layouts["default"], "last_block": layouts["last_block"]})

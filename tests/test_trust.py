@@ -17,7 +17,6 @@ import pytest
 import torch
 import yaml
 
-from attnlab.ablation import run_grid
 from attnlab.attention_maps import load_checkpoint_model
 from attnlab.cli import main
 from attnlab.config import ConfigError, from_dict, load_config
@@ -26,6 +25,7 @@ from attnlab.engine.checkpoint import atomic_write_text, load_checkpoint
 from attnlab.engine.lock import FolderLock
 from attnlab.engine.trainer import Trainer, TrainingDiverged
 from attnlab.errors import CheckpointError, LockError, ProtocolError
+from attnlab.study.grid import run_grid
 
 MARKER = "attnlab-planted-pickle-ran"
 
@@ -408,8 +408,8 @@ def test_cli_locked_folder(tmp_path: Path, root: Path, capsys: pytest.CaptureFix
 # ------------------------------------------------------------------ measurement
 
 def test_training_format_and_a_profile_in_it(tmp_path: Path) -> None:
-    from attnlab.ablation import profile_grid, training_format
     from attnlab.report.profile_json import read_train_profile
+    from attnlab.study.grid import profile_grid, training_format
 
     paper = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
     assert training_format(paper, "cuda") == ("bf16", True)  # auto precision on CUDA

@@ -118,7 +118,7 @@ def simam(x: torch.Tensor, e_lambda: float, mode: str) -> torch.Tensor:
 # --------------------------------------------------------------------------- compile
 @functools.cache
 def _compiled_simam() -> Callable[[torch.Tensor, float], torch.Tensor]:
-    from .simam import simam_gate
+    from .simam_math import simam_gate
 
     def simam_eager(x: torch.Tensor, e_lambda: float) -> torch.Tensor:
         return x * simam_gate(x, e_lambda)

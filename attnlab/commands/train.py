@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.restart:
         raise ConfigError("--resume and --restart exclude each other: continue the run, or discard it")
     cfg = load_config(args.config, args.overrides)
+
     summary = train(cfg, run_dir=args.run_dir, resume=args.resume, restart=args.restart, wait=args.wait)
     if summary:
         best, final = summary["best"], summary["final"]

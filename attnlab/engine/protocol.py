@@ -34,6 +34,7 @@ OPERATIONAL_KEYS = frozenset({
     "name", "output_dir",
     "data.root", "data.cache_dir", "data.workers", "data.eval_batch_size", "data.synthetic",
     "train.progress", "train.log_every", "train.device", "train.compile", "train.channels_last",
+    "slurm", "tune",  # where runs execute; a tuned run records the parameters it applied
 })
 # grid keys: an ablation folder may grow by variants and seeds; each run records its own
 GRID_KEYS = frozenset({"variants", "seeds", "variant_overrides", "variant", "seed"})

@@ -60,7 +60,8 @@ class RunExistsError(AttnlabError, FileExistsError):
 
 
 # what a run writes into its folder; --restart removes exactly these (and nothing else)
-RUN_RECORDS = ("checkpoints", "predictions", "tb", "metrics.csv", "summary.json", "config.yaml", PROTOCOL_FILE)
+RUN_RECORDS = ("checkpoints", "predictions", "tb", "metrics.csv", "summary.json", "config.yaml", PROTOCOL_FILE,
+               "run.yaml", "train.log")
 RETRY_ADVICE = (
     "Resuming would repeat the same steps. To retry with other settings (a lower train.lr, "
     "train.grad_clip, or train.precision=bf16 instead of fp16), start the run over: "
@@ -179,23 +180,10 @@ def preflight(args: dict[str, Any], image_size: int) -> None:
 
 
 def open_data(cfg: ExperimentConfig, info: DistInfo):
-    """Prepare (rank 0 first) and open the cached dataset; write the synthetic twin if asked."""
-    from ..data.cache import open_dataset
+    """The run's dataset, rank 0 first (``attnlab.data.open.open_data``)."""
+    from ..data.open import open_data as _open
 
-    root = Path(cfg.data.root)
-    if info.is_main:
-        if cfg.data.synthetic is not None and not root.exists():
-            from ..data.synthetic import write_synthetic
-
-            s = cfg.data.synthetic
-            write_synthetic(root, classes=s.classes, train_per_class=s.train_per_class,
-                            val_per_class=s.val_per_class, size=s.size, seed=s.seed)
-        data = open_dataset(root, cfg.data.cache_dir, size=cfg.data.image_size, workers=cfg.data.workers,
-                            progress=cfg.train.progress)
-    barrier(info)
-    if not info.is_main:
-        data = open_dataset(root, cfg.data.cache_dir, size=cfg.data.image_size, progress=False)
-    return data
+    return _open(cfg, is_main=info.is_main, barrier=lambda: barrier(info))
 
 
 class Trainer:
@@ -299,6 +287,7 @@ class Trainer:
         self.start_epoch = 0
         self.best: dict[str, Any] | None = None
         self.step_hooks: list[StepHook] = []
+        self.epoch_hooks: list[Callable[[int, dict[str, Any]], None]] = []  # after each epoch's records
         if resume and last.exists():
             self._restore(load_checkpoint(last))
 
@@ -393,6 +382,8 @@ class Trainer:
         if self.dist.is_main:
             self._write_epoch_records(epoch, row, val, improved)
         barrier(self.dist)
+        for hook in self.epoch_hooks:  # e.g. a tuning trial's pruning decision
+            hook(epoch, row)
 
     def _write_epoch_records(self, epoch: int, row: dict[str, Any], val: dict[str, Any], improved: bool) -> None:
         preds = self.run_dir / "predictions"

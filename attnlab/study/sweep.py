@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .config import ConfigError, ExperimentConfig, for_variant, from_dict, to_dict
+from ..config import ConfigError, ExperimentConfig, for_variant, from_dict, to_dict
 
 REFERENCE = "default"  # the layout deltas and statistics are taken against
 SITE_LAYOUT_NAMES = (
@@ -44,7 +44,7 @@ def site_layouts(backbone: str = "resnet50") -> dict[str, list[dict[str, Any]]]:
     """The built-in sweep of the hybrid's insertion layouts, in ``SITE_LAYOUT_NAMES`` order.
 
     ``last_block`` depends on the backbone's depth (ResNet-50: blocks 2, 3, 5, 2)."""
-    from .models import BACKBONES
+    from ..models import BACKBONES
 
     if backbone not in BACKBONES:
         raise ConfigError(f"model.backbone: unknown backbone {backbone!r}; known: {list(BACKBONES)}")
@@ -106,7 +106,7 @@ def check_sweep(cfg: ExperimentConfig, *, image_size: int | None = None, num_cla
     if not cfg.sweep:
         raise ConfigError("sweep is empty: give at least one layout (row name -> placements), "
                           "or use attnlab ablate --sweep sites")
-    from .models import VARIANTS, Placement, variant_placements
+    from ..models import VARIANTS, Placement, variant_placements
 
     for name, placements in cfg.sweep.items():
         if not _NAME.match(name):
@@ -127,7 +127,7 @@ def check_sweep(cfg: ExperimentConfig, *, image_size: int | None = None, num_cla
 def _build_on_meta(cfg: ExperimentConfig, name: str, placements: list[dict[str, Any]], num_classes: int):
     import torch
 
-    from .models import create_model
+    from ..models import create_model
 
     try:
         with torch.device("meta"):
@@ -140,7 +140,7 @@ def _build_on_meta(cfg: ExperimentConfig, name: str, placements: list[dict[str, 
 
 def _check_forward(model: Any, name: str, image_size: int) -> None:
     """Shape-only forward on the meta device; the error names the layout and the failing module."""
-    from .models import check_forward_shapes
+    from ..models import check_forward_shapes
 
     try:
         check_forward_shapes(model, image_size)

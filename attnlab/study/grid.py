@@ -10,43 +10,30 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ExperimentConfig, load_config
-from .engine import records
-from .engine.checkpoint import atomic_write_text, remove_stale_temps
-from .engine.distributed import DistInfo, init_distributed
-from .engine.lock import FolderLock
-from .engine.protocol import (
+from ..config import ConfigError, ExperimentConfig, load_config
+from ..engine import records
+from ..engine.checkpoint import atomic_write_text, remove_stale_temps
+from ..engine.distributed import DistInfo, init_distributed
+from ..engine.lock import FolderLock
+from ..engine.protocol import (
     ablation_protocol,
     check_protocol,
     data_identity,
     run_protocol,
     write_protocol,
 )
-from .engine.trainer import recorded_protocol
-from .sweep import check_sweep, run_config, run_labels
-
-
-def run_status(run_dir: Path) -> str:
-    """``complete``, ``partial`` (has a checkpoint to resume from) or ``new``.
-
-    Only a valid summary.json saying ``complete`` makes a run complete."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            if json.loads(summary.read_text()).get("status") == "complete":
-                return "complete"
-        except (OSError, ValueError, AttributeError):
-            pass
-    return "partial" if (run_dir / "checkpoints" / "last.pt").is_file() else "new"
+from ..engine.trainer import recorded_protocol
+from .executors import Executor, InProcessExecutor, run_status  # noqa: F401  (run_status: API)
+from .plan import RunSpec, plan_runs
+from .sweep import check_sweep
 
 
 def grid_runs(cfg: ExperimentConfig, out: Path) -> list[tuple[str, int, Path]]:
     """(row label, seed, run folder) of every run of the grid, seed-major."""
-    return [(v, s, out / "runs" / f"{v}_seed{s}") for s in cfg.seeds for v in run_labels(cfg)]
+    return [(r.label, r.seed, r.run_dir) for r in plan_runs(cfg, out)]
 
 
 def _merged_record(cfg: ExperimentConfig, out: Path) -> ExperimentConfig:
@@ -65,33 +52,35 @@ def _merged_record(cfg: ExperimentConfig, out: Path) -> ExperimentConfig:
     return merged
 
 
-def check_grid(cfg: ExperimentConfig, out: Path, data: Any, precision: str,
+def check_grid(cfg: ExperimentConfig, out: Path, data: Any, precision: str, specs: list[RunSpec],
                restart: set[str] = frozenset()) -> None:
     """Before anything trains: the folder's shared protocol and each existing run's own
     protocol must equal this config's (``restart``: run names whose records are discarded)."""
     identity = data_identity(data)
     fix = "Rerun with the recorded values, or run the new protocol in a new --out folder"
     check_protocol(out, ablation_protocol(cfg, data=identity), fix=fix)
-    for label, seed, run_dir in grid_runs(cfg, out):
-        if run_dir.name in restart or not run_dir.is_dir():
+    for spec in specs:
+        if spec.name in restart or not spec.run_dir.is_dir():
             continue
-        recorded = recorded_protocol(run_dir)
+        recorded = recorded_protocol(spec.run_dir)
         if recorded is None:
             continue
-        protocol = run_protocol(run_config(cfg, label, seed), data=identity, precision=precision)
-        check_protocol(run_dir, protocol, recorded=recorded,
-                       fix=f"{fix}; or discard this run with --restart {run_dir.name}")
+        protocol = run_protocol(spec.cfg, data=identity, precision=precision)
+        check_protocol(spec.run_dir, protocol, recorded=recorded,
+                       fix=f"{fix}; or discard this run with --restart {spec.name}")
 
 
 def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list[str] | None = None,
-             wait: bool = False) -> list[Path]:
-    """Train every (variant, seed) of ``cfg`` under ``out/runs``; returns the run folders.
+             wait: bool = False, executor: Executor | None = None,
+             tuned: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    """Train every run of the plan of ``cfg`` under ``out/runs``; returns the run folders.
 
-    A sweep's layouts take the variants' place; each is checked before anything trains.
-    The folder is locked for this process; the shared and per-run protocols are checked
-    against the records before any run starts; ``restart`` names runs to discard first."""
-    from .engine.trainer import (
-        Trainer,
+    Before any run starts: the folder is locked for this process, every row is built on the
+    meta device at the training size, and the shared and per-run protocols are checked
+    against the records; ``restart`` names runs to discard first. ``executor`` runs the
+    plan (default: one after another in this process); ``tuned`` adds ``<variant>_tuned``
+    rows (``attnlab ablate --tuned``)."""
+    from ..engine.trainer import (
         _on_main,
         discard_run,
         model_args,
@@ -104,24 +93,24 @@ def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list
     check_sweep(cfg)
     out = Path(out)
     info: DistInfo = init_distributed(cfg.train.device)
-    grid = grid_runs(cfg, out)
+    specs = plan_runs(cfg, out, tuned=tuned)
     restart_set = set(restart or ())
-    unknown = sorted(restart_set - {d.name for _, _, d in grid})
+    unknown = sorted(restart_set - {s.name for s in specs})
     if unknown:
         raise ConfigError(f"--restart names run(s) {unknown} that are not in this grid "
-                          f"(runs: {', '.join(d.name for _, _, d in grid)})")
+                          f"(runs: {', '.join(s.name for s in specs)})")
     lock = FolderLock(out, wait=wait)
     _on_main(info, lock.acquire)
     try:
-        data = open_data(run_config(cfg, *grid[0][:2]), info)
-        check_sweep(cfg, image_size=cfg.data.augment.train_size or data.image_size, num_classes=len(data.classes))
+        data = open_data(specs[0].cfg, info)
         size = cfg.data.augment.train_size or data.image_size
-        for label, seed, _ in grid[: len(run_labels(cfg))]:  # every row builds, before any trains
-            preflight(model_args(run_config(cfg, label, seed), len(data.classes)), size)
+        check_sweep(cfg, image_size=size, num_classes=len(data.classes))
+        for spec in {s.label: s for s in specs}.values():  # every row builds, before any trains
+            preflight(model_args(spec.cfg, len(data.classes)), size)
         precision = precision_name(cfg.train.precision, resolve_device(cfg.train.device, info))
 
         def record() -> None:
-            check_grid(cfg, out, data, precision, restart_set)
+            check_grid(cfg, out, data, precision, specs, restart_set)
             remove_stale_temps(out)
             for name in sorted(restart_set):
                 log(f"--restart {name}: discarding its records")
@@ -130,20 +119,8 @@ def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list
             records.write_config(out / "ablation.yaml", _merged_record(cfg, out))
 
         _on_main(info, record)
-        runs = []
-        for i, (variant, seed, run_dir) in enumerate(grid, 1):
-            runs.append(run_dir)
-            status = run_status(run_dir)
-            if status == "complete":
-                log(f"[{i}/{len(grid)}] {run_dir.name}: complete, skipped")
-                continue
-            log(f"[{i}/{len(grid)}] {run_dir.name}: {'resuming' if status == 'partial' else 'training'}")
-            start = time.perf_counter()
-            summary = Trainer(run_config(cfg, variant, seed), run_dir=run_dir, resume=True, dataset=data).fit()
-            if summary:
-                log(f"    best val top-1 {summary['best']['val_top1']:.4f} (epoch {summary['best']['epoch']}), "
-                    f"final {summary['final']['val_top1']:.4f}, {time.perf_counter() - start:.0f} s")
-        return runs
+        (executor or InProcessExecutor()).run(specs, data=data, log=log)
+        return [s.run_dir for s in specs]
     finally:
         lock.release()
 
@@ -152,7 +129,7 @@ def training_format(cfg: ExperimentConfig, device: str) -> tuple[str, bool]:
     """(dtype, channels_last) the runs trained in on ``device`` (``auto`` precision resolved)."""
     import torch
 
-    from .engine.trainer import precision_name
+    from ..engine.trainer import precision_name
 
     return precision_name(cfg.train.precision, torch.device(device)), cfg.train.channels_last
 
@@ -162,7 +139,7 @@ def profile_grid(cfg: ExperimentConfig, out: str | Path, *, image_size: int, num
     """Profile each variant (or sweep layout) of the grid once and save ``filename`` beside the runs.
 
     ``kwargs`` go to ``profile_variants`` (e.g. ``dtype="bf16", channels_last=True``)."""
-    from .profile import profile_variants
+    from ..profiling import profile_variants
 
     m = cfg.model
     if cfg.sweep:
@@ -184,7 +161,7 @@ def _profile_layouts(cfg: ExperimentConfig, **kwargs: Any) -> dict[str, Any]:
 
     Training steps are not timed here: profile_variants times them relative to a reference
     model of the same call, and each call holds one layout (epoch seconds are in the runs)."""
-    from .profile import profile_variants
+    from ..profiling import profile_variants
 
     kwargs["measure_train"] = False
     merged: dict[str, Any] | None = None
