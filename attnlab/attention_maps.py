@@ -8,7 +8,10 @@ Everything is read through forward hooks on an unmodified model:
   over groups. It is recomputed from the hooked input with the module's own layers
   (``ema_group_maps``); the tests check that input × map reproduces the module's output,
   so a change to EMA's forward cannot silently desynchronise the two.
-* Grad-CAM (Selvaraju et al., 2017) on ``layer4``'s output for the predicted class.
+* Grad-CAM (Selvaraju et al., 2017) on ``layer4``'s output for the predicted (or a given)
+  class, computed by the pytorch-grad-cam library (``pytorch_grad_cam.GradCAM``):
+  ReLU(Σ_c mean_hw(∂score/∂A_c) · A_c), min-max normalised per image and bilinearly
+  resized to the input size (``grad_cam``; the localization metric uses the same maps).
 
 By default the maps come from the deepest module whose feature map is at least 7×7
 (layer2 at 64×64 input, layer4 at 224×224), so they have some spatial detail.
@@ -21,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import EMA, SimAM
@@ -58,10 +60,15 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") 
     holding anything but tensors and plain containers is refused unread.
     """
     from .engine.checkpoint import load_checkpoint
+
+    return model_from_checkpoint(load_checkpoint(path), path, device)
+
+
+def model_from_checkpoint(ckpt: Mapping, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of an already loaded run checkpoint (``load_checkpoint``), in eval mode."""
     from .errors import CheckpointError
     from .models import create_model
 
-    ckpt = load_checkpoint(path)
     if "model_args" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a run checkpoint (needs keys 'model_args' and 'model')")
     args = dict(ckpt["model_args"])
@@ -126,37 +133,71 @@ def attention_maps(model: nn.Module, images: torch.Tensor, *, block: str | None 
     return out
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, *, target: torch.Tensor | None = None,
-             layer: str = "layer4", normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grad-CAM at ``layer``'s output: ReLU(Σ_c mean_hw(∂score/∂A_c) · A_c).
+class GradCAMRunner:
+    """pytorch-grad-cam's ``GradCAM`` on one model and layer, for many batches.
 
-    Returns (B×h×w maps, target classes); ``target`` defaults to the predicted class. With
-    ``normalize`` each map is scaled to [0, 1] (an all-zero map stays 0).
+    ``run(images, targets)`` returns (maps N×H×W float32 numpy, logits N×C): the library's
+    Grad-CAM for class ``targets[i]`` of image ``i`` (ReLU of the gradient-weighted sum of the
+    layer's channels, min-max normalised per image, resized bilinearly to the input's H×W
+    with OpenCV, normalised again: values in [0, 1], an all-zero map stays 0) and the logits
+    of the same forward pass. ``layer_size`` is the layer's own h×w from the last batch.
+    Use it as a context manager (or call ``close``) to remove its hooks.
     """
-    images = images.detach().requires_grad_(True)  # a path to layer4 even if weights are frozen
-    acts: list[torch.Tensor] = []
-    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: acts.append(o))
-    was_training = model.training
-    model.eval()
-    try:
+
+    def __init__(self, model: nn.Module, layer: str = "layer4"):
+        from pytorch_grad_cam import GradCAM
+
+        try:
+            target_layer = model.get_submodule(layer)
+        except AttributeError:
+            raise ValueError(f"the model has no module {layer!r} for Grad-CAM") from None
+        self.model, self.layer = model, layer
+        self.was_training = model.training
+        self.layer_size: tuple[int, int] | None = None
+        self._hook = target_layer.register_forward_hook(self._record_size)
+        self.cam = GradCAM(model=model, target_layers=[target_layer])  # puts the model in eval mode
+
+    def _record_size(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        self.layer_size = (int(output.shape[-2]), int(output.shape[-1]))
+
+    def run(self, images: torch.Tensor, targets: torch.Tensor | Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        classes = [int(t) for t in torch.as_tensor(targets).reshape(-1).tolist()]
+        if len(classes) != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {len(classes)} target classes")
         with torch.enable_grad():
-            logits = model(images)
-            if target is None:
-                target = logits.argmax(dim=1)
-            score = logits.gather(1, target.view(-1, 1)).sum()
-            (grads,) = torch.autograd.grad(score, acts[0])
-    finally:
-        handle.remove()
-        model.train(was_training)
-    a = acts[0].detach()
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * a).sum(dim=1))
-    if normalize:
-        flat = cam.flatten(1)
-        lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
-        span = (hi - lo).clamp_min(1e-12).view(-1, 1, 1)
-        cam = torch.where((hi > lo).view(-1, 1, 1), (cam - lo.view(-1, 1, 1)) / span, torch.zeros_like(cam))
-    return cam, target.detach()
+            maps = self.cam(input_tensor=images, targets=[ClassifierOutputTarget(c) for c in classes])
+        logits = self.cam.outputs.detach()
+        self.cam.outputs = None  # drop the graph
+        return np.asarray(maps, dtype=np.float32).reshape(images.shape[0], *images.shape[-2:]), logits
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(images.to(next(self.model.parameters()).device))
+
+    def close(self) -> None:
+        self.cam.activations_and_grads.release()
+        self._hook.remove()
+        self.model.zero_grad(set_to_none=True)
+        self.model.train(self.was_training)
+
+    def __enter__(self) -> GradCAMRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def grad_cam(model: nn.Module, images: torch.Tensor, *, target: torch.Tensor | None = None,
+             layer: str = "layer4") -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of ``layer`` by pytorch-grad-cam (``GradCAMRunner``): (B×H×W maps at the
+    input size, in [0, 1], on the CPU; target classes). ``target`` defaults to the predicted class."""
+    with GradCAMRunner(model, layer) as runner:
+        if target is None:
+            target = runner.predict(images).argmax(dim=1)
+        maps, _ = runner.run(images, target)
+    return torch.from_numpy(maps), torch.as_tensor(target).detach().cpu()
 
 
 def attention_panels(models: Mapping[str, nn.Module], images: torch.Tensor, *, block: str | None = None,

@@ -143,3 +143,47 @@ def plot_attention_maps(images: np.ndarray, panels: Sequence[tuple[str, np.ndarr
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path)
+
+
+def plot_localization_boxes(images: np.ndarray, true_boxes: np.ndarray,
+                            columns: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str | Path, *,
+                            titles: Sequence[str] | None = None, caption: str | None = None) -> Path:
+    """Rows: images (uint8, N×H×W×3); columns: one per (title, predicted boxes N×4, captions).
+
+    Boxes are pixel edges in the image's frame (x0, y0, x1, y1 with x1 = last column + 1);
+    the true box is drawn in green, the predicted one in red (a row of NaN: no box)."""
+    from matplotlib.patches import Rectangle
+
+    n, h, w = images.shape[0], images.shape[1], images.shape[2]
+    cols = max(1, len(columns))
+    fig = _figure(1.7 * cols + 0.3, 1.75 * n + (0.7 if caption else 0.4))
+    axes = np.asarray(fig.subplots(n, cols, squeeze=False))
+
+    def rect(ax, box, color: str) -> None:  # type: ignore[no-untyped-def]
+        box = np.asarray(box, dtype=np.float64)
+        if not np.isfinite(box).all():
+            return
+        ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False,
+                               edgecolor=color, linewidth=1.4, clip_on=False))
+
+    for i in range(n):
+        for j, (_, boxes, captions) in enumerate(columns):
+            ax = axes[i, j]
+            ax.imshow(images[i], extent=(0, w, h, 0))
+            rect(ax, true_boxes[i], "#00c000")
+            rect(ax, boxes[i], "#e00000")
+            ax.set_xlim(0, w)
+            ax.set_ylim(h, 0)
+            ax.set_xlabel(captions[i], fontsize=6)
+        axes[i, 0].set_ylabel(titles[i] if titles else f"image {i}", fontsize=7)
+    for j, (title, _, _) in enumerate(columns):
+        axes[0, j].set_title(title, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if caption:
+        import textwrap
+
+        width = max(30, int(22 * (1.7 * cols + 0.3)))  # characters per line at fontsize 7
+        fig.suptitle(textwrap.fill(caption, width), fontsize=7)
+    return _save(fig, path)

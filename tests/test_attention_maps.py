@@ -77,22 +77,37 @@ def test_maps_come_from_the_deepest_block_with_at_least_7x7() -> None:
 
 
 def test_grad_cam_equals_fc_weighted_layer4_for_a_resnet() -> None:
-    """For ResNet (GAP then fc), d score_k / d A_c = fc.weight[k, c] / (h w) everywhere."""
+    """For ResNet (GAP then fc), d score_k / d A_c = fc.weight[k, c] / (h w) everywhere; the
+    library (pytorch-grad-cam) then min-max normalises the map and resizes it bilinearly."""
+    import torch.nn.functional as F
+
     model = create_model("ema", backbone="resnet18", num_classes=6).eval()
     acts: list[torch.Tensor] = []
     model.layer4.register_forward_hook(lambda m, i, o: acts.append(o.detach()))
     x = normalize_images(_images(3))
-    raw, target = grad_cam(model, x, normalize=False)
+    cam, target = grad_cam(model, x)
     with torch.no_grad():
         logits = model(x)
     torch.testing.assert_close(target, logits.argmax(dim=1))
     a = acts[-1]
     w = model.fc.weight[target].detach() / (a.shape[2] * a.shape[3])
-    expected = torch.relu((w[:, :, None, None] * a).sum(dim=1))
-    torch.testing.assert_close(raw, expected, rtol=1e-4, atol=1e-6)
-    cam, _ = grad_cam(model, x, target=torch.tensor([0, 1, 2]))
-    assert cam.shape == (3, 2, 2) and float(cam.min()) >= 0 and float(cam.max()) <= 1
-    assert all(float(c.max()) in (0.0, 1.0) for c in cam)
+    raw = torch.relu((w[:, :, None, None] * a).sum(dim=1))
+
+    def minmax(m: torch.Tensor) -> torch.Tensor:
+        flat = m.flatten(1)
+        lo, hi = flat.min(dim=1).values.view(-1, 1, 1), flat.max(dim=1).values.view(-1, 1, 1)
+        return (m - lo) / (hi - lo + 1e-7)
+
+    expected = minmax(F.interpolate(minmax(raw)[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0])
+    assert cam.shape == (3, 64, 64)
+    torch.testing.assert_close(cam, expected, rtol=1e-4, atol=1e-4)
+    cam, chosen = grad_cam(model, x, target=torch.tensor([0, 1, 2]))
+    assert chosen.tolist() == [0, 1, 2] and cam.shape == (3, 64, 64)
+    assert float(cam.min()) >= 0 and float(cam.max()) <= 1
+    assert all(float(c.max()) == pytest.approx(1.0, abs=1e-5) or float(c.max()) == 0.0 for c in cam)
+    assert model.fc.weight.grad is None and not model.training  # no gradients left behind
+    with pytest.raises(ValueError, match="no module 'layer9'"):
+        grad_cam(model, x, layer="layer9")
 
 
 def test_panels_and_figure(tmp_path: Path) -> None:

@@ -10,6 +10,10 @@ the seed average). Per-seed rows, each an ordinary McNemar test, are kept beside
 The p-values are adjusted for multiple comparisons with Holm's step-down method
 (``p_holm``, see attnlab.stats.holm): the pooled rows (scope ``all``) form one family,
 the rows of each seed another. Verdicts and ``significant`` use ``p_holm``.
+
+``compare_indicators`` is the same machinery for any per-image correctness indicator (the
+localization report's GT-known Loc and Top-1 Loc): rows carry a ``metric``, and each
+metric's rows are Holm families of their own.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from .table import group_by_variant
 COLUMNS = ("a", "b", "scope", "n_seeds", "n_images", "top1_a_pct", "top1_b_pct", "delta_pt", "ci_low_pt",
            "ci_high_pt", "confidence", "a_better_images", "b_better_images", "mcnemar_p", "p_holm", "p_rule",
            "significant", "verdict")
+LOCALIZATION_COLUMNS = ("metric", "a", "b", "scope", "n_seeds", "n_images", "a_pct", "b_pct", "delta_pt",
+                        "ci_low_pt", "ci_high_pt", "confidence", "a_better_images", "b_better_images",
+                        "mcnemar_p", "p_holm", "p_rule", "significant", "verdict")
 
 
 def comparison_pairs(variants: Sequence[str], baseline: str = "baseline") -> list[tuple[str, str]]:
@@ -92,9 +99,57 @@ def compare_variants(
         seeds = sorted(pairs)
         ca = np.stack([pairs[s][0].top1_correct for s in seeds])
         cb = np.stack([pairs[s][1].top1_correct for s in seeds])
-        rows.append(_row(a, b, "all", ca, cb, alpha, n_boot, seed))
-        if len(seeds) > 1:
-            rows.extend(_row(a, b, f"seed {s}", ca[i], cb[i], alpha, n_boot, seed) for i, s in enumerate(seeds))
+        rows += _pair_rows(a, b, seeds, ca, cb, alpha, n_boot, seed)
+    _adjust_and_decide(rows, alpha)
+    for r in rows:
+        r["top1_a_pct"], r["top1_b_pct"] = r.pop("a_pct"), r.pop("b_pct")
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def compare_indicators(
+    correct: dict[str, dict[int, np.ndarray]],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    metric: str,
+    label: str,
+    alpha: float = 0.05,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    warnings: list[str] | None = None,
+) -> list[dict]:
+    """``compare_variants`` for any per-image indicator: ``correct[variant][seed]`` is a
+    boolean (N,) array in the fixed val order. Runs pair by seed; rows (columns
+    ``LOCALIZATION_COLUMNS``) carry ``metric``; the pooled rows of one metric form one Holm
+    family, each seed's rows of that metric another; verdicts name ``label``
+    (e.g. ``GT-known Loc``) instead of Top-1."""
+    rows: list[dict] = []
+    for a, b in pairs:
+        sa, sb = correct.get(a, {}), correct.get(b, {})
+        seeds = sorted(s for s in sa if s in sb and np.shape(sa[s]) == np.shape(sb[s]))
+        if not seeds:
+            if warnings is not None:
+                warnings.append(f"localization: {a} vs {b}: no paired runs, no statistics")
+            continue
+        ca = np.stack([np.asarray(sa[s], dtype=bool) for s in seeds])
+        cb = np.stack([np.asarray(sb[s], dtype=bool) for s in seeds])
+        rows += _pair_rows(a, b, seeds, ca, cb, alpha, n_boot, seed)
+    _adjust_and_decide(rows, alpha, label=label)
+    for r in rows:
+        r["metric"] = metric
+    return rows
+
+
+def _pair_rows(a: str, b: str, seeds: Sequence[int], ca: np.ndarray, cb: np.ndarray, alpha: float, n_boot: int,
+               seed: int) -> list[dict]:
+    """The pooled row, and with several seeds one row per seed."""
+    rows = [_row(a, b, "all", ca, cb, alpha, n_boot, seed)]
+    if len(seeds) > 1:
+        rows.extend(_row(a, b, f"seed {s}", ca[i], cb[i], alpha, n_boot, seed) for i, s in enumerate(seeds))
+    return rows
+
+
+def _adjust_and_decide(rows: list[dict], alpha: float, *, label: str = "Top-1") -> None:
+    """Holm-adjust each scope's p-values (one family per scope), then significance and verdicts."""
     for family in {r["scope"] for r in rows}:
         members = [r for r in rows if r["scope"] == family]
         for r, adjusted in zip(members, stats.holm([r["mcnemar_p"] for r in members]), strict=True):
@@ -102,9 +157,11 @@ def compare_variants(
     for r in rows:
         ci = r.pop("_ci")
         r["significant"] = stats.is_significant(ci.low, ci.high, r["p_holm"], alpha)
-        r["verdict"] = stats.verdict(r["a"], r["b"], ci, r["mcnemar_p"], alpha=alpha, p_note=r.pop("_note"),
-                                     p_holm=r["p_holm"])
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+        text = stats.verdict(r["a"], r["b"], ci, r["mcnemar_p"], alpha=alpha, p_note=r.pop("_note"),
+                             p_holm=r["p_holm"])
+        if label != "Top-1":  # stats.verdict names Top-1: name this metric instead
+            text = text.replace(" pt Top-1 [", f" pt {label} [", 1)
+        r["verdict"] = text
 
 
 def _row(a: str, b: str, scope: str, ca: np.ndarray, cb: np.ndarray, alpha: float, n_boot: int,
@@ -119,7 +176,7 @@ def _row(a: str, b: str, scope: str, ca: np.ndarray, cb: np.ndarray, alpha: floa
         note = f" (images pooled over {ci.n_seeds} seeds)"
     return {
         "a": a, "b": b, "scope": scope, "n_seeds": ci.n_seeds, "n_images": ci.n_images,
-        "top1_a_pct": 100 * float(np.mean(ca)), "top1_b_pct": 100 * float(np.mean(cb)),
+        "a_pct": 100 * float(np.mean(ca)), "b_pct": 100 * float(np.mean(cb)),
         "delta_pt": 100 * ci.delta, "ci_low_pt": 100 * ci.low, "ci_high_pt": 100 * ci.high,
         "confidence": ci.confidence, "a_better_images": a_wins, "b_better_images": b_wins,
         "mcnemar_p": p, "p_holm": math.nan, "p_rule": rule, "significant": False, "verdict": "",

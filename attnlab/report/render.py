@@ -156,6 +156,61 @@ def n_comparisons(comparisons: pd.DataFrame) -> int:
     return int(pooled["mcnemar_p"].notna().sum())
 
 
+def localization_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The localization table's cells: one row per variant."""
+    header = ["Variant", "Seeds", "GT-known Loc (%)", "Top-1 Loc (%)", "Top-1 (%)", "Best GT-known Loc (%)",
+              "at threshold", "CAM size"]
+    rows = []
+    for _, r in table.iterrows():
+        rows.append([
+            str(r["variant"]), str(int(r["n_seeds"])), _pm(r["gt_known_loc_mean_pct"], r["gt_known_loc_std_pct"]),
+            _pm(r["top1_loc_mean_pct"], r["top1_loc_std_pct"]), _fmt(r["top1_mean_pct"]),
+            _fmt(r["best_gt_known_loc_mean_pct"]), _fmt(r["best_threshold"], ".2f"),
+            f"{r['layer_size']} of {int(r['input_size'])}²",
+        ])
+    return header, rows
+
+
+def localization_stats_rows(comparisons: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Pooled localization comparisons, one row per metric and pair."""
+    header = ["Metric", "A vs B", "Seeds", "Δ (pt)", "CI (pt)", "Images A better", "Images B better", "McNemar p",
+              "Holm p", "Verdict"]
+    rows = []
+    if comparisons.empty:
+        return header, rows
+    labels = {"gt_known_loc": "GT-known Loc", "top1_loc": "Top-1 Loc"}
+    for _, r in comparisons.iterrows():
+        if r["scope"] != "all":
+            continue
+        rows.append([
+            labels.get(r["metric"], str(r["metric"])), f"{r['a']} vs {r['b']}", str(r["n_seeds"]),
+            f"{r['delta_pt']:+.2f}", f"[{r['ci_low_pt']:+.2f}, {r['ci_high_pt']:+.2f}]",
+            f"{int(r['a_better_images']):,}", f"{int(r['b_better_images']):,}", format_p(r["mcnemar_p"]),
+            format_p(r["p_holm"]), "significant" if r["significant"] else "not significant",
+        ])
+    return header, rows
+
+
+def localization_stats_caption(alpha: float, n_boot: int, comparisons: pd.DataFrame) -> str:
+    pooled = comparisons[comparisons["scope"] == "all"] if not comparisons.empty else comparisons
+    per_metric = int(pooled["mcnemar_p"].notna().sum() // max(1, pooled["metric"].nunique())) if not pooled.empty else 0
+    return (
+        "Paired comparisons of the per-image correct-localization indicator (A − B, points), as for Top-1: "
+        f"{100 * (1 - alpha):g}% percentile interval from a paired bootstrap over images ({n_boot:,} resamples) "
+        "and McNemar's exact test (runs pair by seed; with several seeds each image's difference is averaged "
+        f"over seeds). Holm-Bonferroni adjusted within each metric's own family ({per_metric} comparison"
+        f"{'s' if per_metric != 1 else ''} each; per-seed rows in localization_statistics.csv), separate from "
+        f"the accuracy family. Significant only if the interval excludes 0 and Holm p < {alpha:g}."
+    )
+
+
+def _localization_text(localization: Mapping[str, Any]) -> str:
+    from .localization import method_text
+
+    return method_text(localization["table"], threshold=localization.get("threshold", 0.2),
+                       iou_min=localization.get("iou_min", 0.5))
+
+
 def _train_format(table: pd.DataFrame) -> str | None:
     formats = train_formats(table)
     return formats[0] if formats else None
@@ -171,7 +226,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def results_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: str, other: str,
                      baseline: str, alpha: float, n_boot: int, meta: Mapping[str, Any],
-                     notes: Sequence[str] = ()) -> str:
+                     notes: Sequence[str] = (), localization: Mapping[str, Any] | None = None) -> str:
     parts = ["# Results", "", caption(policy, other, meta, _train_format(table)), "",
              markdown_table(*display_rows(table, baseline))]
     parts += ["", "## Statistics", "", stats_caption(alpha, n_boot, n_comparisons(comparisons)), ""]
@@ -181,6 +236,17 @@ def results_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: 
         parts += [f"- {v}" for v in comparisons.loc[comparisons["scope"] == "all", "verdict"]]
     else:
         parts.append("No paired predictions were found, so no statistics.")
+    if localization is not None:
+        parts += ["", "## Localization", ""]
+        if localization.get("results"):
+            loc_stats = localization["statistics"]
+            parts += [_localization_text(localization), "", markdown_table(*localization_rows(localization["table"]))]
+            header, rows = localization_stats_rows(loc_stats)
+            if rows:
+                parts += ["", localization_stats_caption(alpha, n_boot, loc_stats), "", markdown_table(header, rows), ""]
+                parts += [f"- {v}" for v in loc_stats.loc[loc_stats["scope"] == "all", "verdict"]]
+        else:
+            parts.append(f"Weakly supervised localization (GT-known / Top-1 Loc): {localization.get('reason')}.")
     if notes:
         parts += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(parts) + "\n"
@@ -189,7 +255,8 @@ def results_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: 
 def latex_escape(text: str) -> str:
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-            "±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "−": "$-$", "≥": r"$\geq$", "`": ""}
+            "±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "–": "--", "−": "$-$", "≥": r"$\geq$", "×": r"$\times$",
+            "²": r"$^2$", "`": ""}
     return "".join(repl.get(ch, ch) for ch in str(text))
 
 
@@ -202,7 +269,8 @@ def latex_tabular(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def results_latex(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: str, other: str,
-                  baseline: str, alpha: float, n_boot: int, meta: Mapping[str, Any]) -> str:
+                  baseline: str, alpha: float, n_boot: int, meta: Mapping[str, Any],
+                  localization: Mapping[str, Any] | None = None) -> str:
     """Two ``table*`` floats (needs booktabs and graphicx): results, then statistics."""
     out = [
         "% attnlab report; needs \\usepackage{booktabs,graphicx}",
@@ -217,4 +285,18 @@ def results_latex(table: pd.DataFrame, comparisons: pd.DataFrame, *, policy: str
         out += [r"\begin{table*}[t]", r"\centering", r"\caption{" + latex_escape(cap) + "}",
                 r"\label{tab:statistics}", r"\resizebox{\textwidth}{!}{%", latex_tabular(header, rows) + "}",
                 r"\end{table*}", ""]
+    if localization is not None and localization.get("results"):
+        out += [r"\begin{table*}[t]", r"\centering",
+                r"\caption{" + latex_escape(_localization_text(localization)) + "}", r"\label{tab:localization}",
+                r"\resizebox{\textwidth}{!}{%", latex_tabular(*localization_rows(localization["table"])) + "}",
+                r"\end{table*}", ""]
+        loc_stats = localization["statistics"]
+        header, rows = localization_stats_rows(loc_stats)
+        if rows:
+            cap = localization_stats_caption(alpha, n_boot, loc_stats)
+            out += [r"\begin{table*}[t]", r"\centering", r"\caption{" + latex_escape(cap) + "}",
+                    r"\label{tab:localization-statistics}", r"\resizebox{\textwidth}{!}{%",
+                    latex_tabular(header, rows) + "}", r"\end{table*}", ""]
+    elif localization is not None:
+        out += [f"% localization: {latex_escape(str(localization.get('reason')))}", ""]
     return "\n".join(out)
