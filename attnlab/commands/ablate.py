@@ -87,6 +87,24 @@ def run(args: argparse.Namespace) -> int:
                      restart=restart, wait=args.wait, executor=executor, tuned=tuned)
 
 
+def alias_profiles(out: Path, aliases: dict[str, str]) -> None:
+    """Copy each variant's profile entry to its alias row (``hybrid_tuned`` <- ``hybrid``)."""
+    import json
+
+    from ..engine.checkpoint import atomic_write_text
+
+    for name in ("profile.json", "profile_train.json"):
+        path = out / name
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        variants = data.get("variants", {})
+        for alias, variant in aliases.items():
+            if variant in variants:
+                variants[alias] = variants[variant]
+        atomic_write_text(path, json.dumps(data, indent=2))
+
+
 def show_status(folder: str) -> int:
     """``attnlab ablate --status DIR``: each run of the folder's plan and its state."""
     from ..config import ConfigError, load_config
@@ -148,6 +166,8 @@ def run_study(cfg, out, *, profile: bool = True, report: bool = True, profile_de
             fmt = dtype + (" + channels_last" if channels_last else "")
             print(f"profiling again in the training format ({fmt}) ...")
             profile_grid(cfg, out, filename="profile_train.json", dtype=dtype, channels_last=channels_last, **common)
+        if tuned:  # a tuned row has its variant's architecture: the same efficiency figures
+            alias_profiles(Path(out), {f"{v}_tuned": v for v in tuned})
     if report:
         from ..report import write_report
 

@@ -223,6 +223,11 @@ class TrainJob:
         from ..config import load_config
         from ..engine.trainer import train
 
+        threads = os.environ.get("ATTNLAB_THREADS")
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
         summary = train(load_config(self.config), run_dir=self.run_dir, resume=True, wait=True)
         return str((summary or {}).get("status", "complete"))
 

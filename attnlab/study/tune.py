@@ -208,6 +208,14 @@ def write_outputs(study: Any, vdir: Path, cfg: ExperimentConfig) -> None:
 
 
 def _plots(study: Any, vdir: Path, n_complete: int) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore")
+        _draw(study, vdir, n_complete)
+
+
+def _draw(study: Any, vdir: Path, n_complete: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
