@@ -142,6 +142,7 @@ def tune_variant(cfg: ExperimentConfig, variant: str, out: Path, data: Any, *, t
 
     from ..engine.trainer import Trainer
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed below
     check_space(cfg.tune.space)
     vdir = out / variant
     holdout = holdout_dataset(data, cfg.tune.holdout, cfg.tune.holdout_seed)
@@ -170,10 +171,11 @@ def tune_variant(cfg: ExperimentConfig, variant: str, out: Path, data: Any, *, t
 
     done = lambda: sum(t.state.is_finished() for t in study.trials)  # noqa: E731
     start = done()
+    mine: list[Any] = []
     while done() < trials:
         before = done()
-        study.optimize(objective, n_trials=1, catch=(AttnlabError,))
-        t = study.trials[-1]
+        study.optimize(objective, n_trials=1, catch=(AttnlabError,), callbacks=[lambda _s, t: mine.append(t)])
+        t = mine[-1]
         value = "-" if t.value is None else f"{t.value:.4f}"
         best = f", best {study.best_value:.4f}" if any(x.value is not None for x in study.trials) else ""
         log(f"[{variant} {done()}/{trials}] trial {t.number}: {t.state.name.lower()} held-out top-1 {value}"
