@@ -184,6 +184,6 @@ def plot_localization_boxes(images: np.ndarray, true_boxes: np.ndarray,
     if caption:
         import textwrap
 
-        width = max(30, int(22 * (1.7 * cols + 0.3)))  # characters per line at fontsize 7
+        width = max(30, int(15 * (1.7 * cols + 0.3)))  # characters per line at fontsize 7
         fig.suptitle(textwrap.fill(caption, width), fontsize=7)
     return _save(fig, path)

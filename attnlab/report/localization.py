@@ -429,6 +429,15 @@ def _open_val(dataset: Any, data_root: str | Path | None, size: int | None,
     return ds.val, str(ds.meta.get("source_kind", "dataset")), list(ds.class_names)
 
 
+def val_data(run: Any, data_root: str | Path | None, dataset: Any = None) -> tuple[Any, str, list[str] | None]:
+    """(val split, source kind, class names) for ``run``: ``dataset`` if given, else
+    ``data_root`` through the cache at the run's ``data.image_size`` and ``data.cache_dir``."""
+    cfg = _run_config(run)
+    cache_dir = _get(cfg, "data", "cache_dir")
+    return _open_val(dataset, data_root, _int_or_none(_get(cfg, "data", "image_size")),
+                     cache_dir if isinstance(cache_dir, str) else None)
+
+
 def _signature(path: Path) -> str:
     """The checkpoint file's identity (name, size, mtime): a replaced file is recomputed."""
     st = path.stat()
@@ -478,10 +487,8 @@ def localization_report(
         todo.append((run, path, _run_config(run)))
     if not todo:
         return _absent(f"not computed: no run has a checkpoint of its {policy} epoch")
-    size = _int_or_none(_get(todo[0][2], "data", "image_size"))
-    cache_dir = _get(todo[0][2], "data", "cache_dir")
     try:
-        split, kind, names = _open_val(dataset, data_root, size, cache_dir if isinstance(cache_dir, str) else None)
+        split, kind, names = val_data(todo[0][0], data_root, dataset)
     except AttnlabError as err:
         warnings.append(f"localization not computed: the val data cannot be read: {err}")
         return _absent(f"not computed: the val data cannot be read ({err})")

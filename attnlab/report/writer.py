@@ -202,14 +202,14 @@ def _attention_figure(root: Path, runs: list[RunRecord], policy: str, data_root:
         warnings.append("attention maps not drawn: no checkpoints")
         return {}
     titles = None
-    if images is None:
-        from ..data.cache import prepare  # attnlab.data: the uint8 val cache
+    if images is None:  # the uint8 val cache, at the runs' data.image_size and data.cache_dir
+        from .localization import val_data
 
-        dataset = prepare(data_root)
-        idx = select_images(np.asarray(dataset.val.labels), n_images)
-        images = np.asarray(dataset.val.images)[idx]
-        names = list(getattr(dataset, "class_names", []) or [])
-        labels = np.asarray(dataset.val.labels)[idx]
+        split, _, names = val_data(runs[0], data_root)
+        idx = select_images(np.asarray(split.labels), n_images)
+        images = np.asarray(split.images)[idx]
+        names = names or []
+        labels = np.asarray(split.labels)[idx]
         titles = [f"val {i}: {names[y][:18] if y < len(names) else y}" for i, y in zip(idx, labels, strict=True)]
     if isinstance(images, torch.Tensor) and images.is_floating_point():
         x = images[:n_images].float()
