@@ -254,7 +254,7 @@ def read_predictions(path: Path, name: str | None = None) -> Predictions:
 def variant_sort_key(variant: str) -> tuple[int, str]:
     """The study's order (baseline, simam, ema, hybrid), then the built-in sweep's layouts in
     its order (default first), then any others by name."""
-    from ..sweep import SITE_LAYOUT_NAMES
+    from ..study.sweep import SITE_LAYOUT_NAMES
 
     order = list(VARIANTS) + [n for n in SITE_LAYOUT_NAMES if n not in VARIANTS]
     return (order.index(variant), "") if variant in order else (len(order), variant)
