@@ -346,14 +346,6 @@ def test_localize_at_the_runs_input_size(data: Path, one_thread: None) -> None:
 # ------------------------------------------------------------------------- the report
 
 
-def _run_grid():  # type: ignore[no-untyped-def]
-    try:  # the grid runner's module is being moved into attnlab.study
-        from attnlab.study.grid import run_grid
-    except ImportError:
-        from attnlab.ablation import run_grid
-    return run_grid
-
-
 @pytest.fixture(scope="module")
 def ablation(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """baseline and hybrid, seeds 0 and 1, one epoch each (resnet18, CPU), reported once with
@@ -362,6 +354,7 @@ def ablation(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from attnlab.config import from_dict
     from attnlab.report import write_report
+    from attnlab.study.grid import run_grid
 
     out = tmp_path_factory.mktemp("abl") / "ablation"
     cfg = from_dict({
@@ -373,7 +366,7 @@ def ablation(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _run_grid()(cfg, out, log=lambda *_: None)
+        run_grid(cfg, out, log=lambda *_: None)
         write_report(out, data_root=data, n_boot=100, echo=False, make_figures=False)
     finally:
         torch.set_num_threads(threads)
