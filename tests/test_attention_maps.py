@@ -12,7 +12,8 @@ import torch
 from attnlab import create_model
 from attnlab.attention import EMA, SimAM
 from attnlab.attention.simam import simam_gate
-from attnlab.attention_maps import (
+from attnlab.report import write_report
+from attnlab.report.attention_maps import (
     attention_maps,
     attention_panels,
     denormalize_images,
@@ -22,8 +23,7 @@ from attnlab.attention_maps import (
     normalize_images,
     select_images,
 )
-from attnlab.figures import plot_attention_maps
-from attnlab.report import write_report
+from attnlab.report.figures import plot_attention_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,10 +14,10 @@ from attnlab.cli import main
 from attnlab.config import from_dict
 from attnlab.data.synthetic import write_synthetic
 from attnlab.engine.checkpoint import load_checkpoint
-from attnlab.engine.export import export_run
 from attnlab.engine.trainer import Trainer
 from attnlab.errors import RecordError
 from attnlab.models import FeaturePyramidBackbone, create_model
+from attnlab.report.export import export_run
 
 
 @pytest.fixture(scope="module")

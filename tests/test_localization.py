@@ -386,8 +386,8 @@ def _stored(run: Path, policy: str = "final") -> dict[str, np.ndarray]:
 def test_report_writes_localization_per_variant(folder: Path, data: Path, one_thread: None) -> None:
     import pandas as pd
 
-    from attnlab.attention_maps import load_checkpoint_model
     from attnlab.report import write_report
+    from attnlab.report.attention_maps import load_checkpoint_model
 
     out = write_report(folder, data_root=data, n_boot=300, echo=False, n_images=2, loc_images=3)
     for name in ("localization.csv", "localization_sweep.csv", "localization_statistics.csv",

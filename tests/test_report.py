@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnlab import stats
 from attnlab.cli import main
 from attnlab.errors import RecordError
-from attnlab.report import comparison_pairs, read_profile, write_report
+from attnlab.report import comparison_pairs, read_profile, stats, write_report
 from attnlab.report.profile_json import format_label
 
 N, K, EPOCHS = 400, 8, 4

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from attnlab import stats
+from attnlab.report import stats
 
 
 def _pair(n: int, a_only: int, b_only: int, both: int) -> tuple[np.ndarray, np.ndarray]:

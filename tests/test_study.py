@@ -184,3 +184,15 @@ def test_inprocess_executor_is_the_default(root: Path, tmp_path: Path) -> None:
                       InProcessExecutor)
     with pytest.raises(AttnlabError, match="needs 2 GPUs"):
         ProcessExecutor(2, gpus=[0])
+
+
+def test_tuned_rows_are_compared_with_their_shared_rows_and_among_themselves() -> None:
+    from attnlab.report.comparisons import comparison_pairs
+
+    rows = ["baseline", "simam", "ema", "hybrid", "baseline_tuned", "ema_tuned", "hybrid_tuned"]
+    pairs = comparison_pairs(rows)
+    assert pairs[:5] == [("simam", "baseline"), ("ema", "baseline"), ("hybrid", "baseline"),
+                         ("hybrid", "simam"), ("hybrid", "ema")]
+    assert ("ema_tuned", "baseline_tuned") in pairs and ("hybrid_tuned", "ema_tuned") in pairs
+    assert ("hybrid_tuned", "hybrid") in pairs and ("baseline_tuned", "baseline") in pairs
+    assert ("hybrid_tuned", "baseline") not in pairs  # tuned rows are not mixed into the shared family

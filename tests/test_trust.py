@@ -17,7 +17,6 @@ import pytest
 import torch
 import yaml
 
-from attnlab.attention_maps import load_checkpoint_model
 from attnlab.cli import main
 from attnlab.config import ConfigError, from_dict, load_config
 from attnlab.data.synthetic import write_synthetic
@@ -25,6 +24,7 @@ from attnlab.engine.checkpoint import atomic_write_text, load_checkpoint
 from attnlab.engine.lock import FolderLock
 from attnlab.engine.trainer import Trainer, TrainingDiverged
 from attnlab.errors import CheckpointError, LockError, ProtocolError
+from attnlab.report.attention_maps import load_checkpoint_model
 from attnlab.study.grid import run_grid
 
 MARKER = "attnlab-planted-pickle-ran"

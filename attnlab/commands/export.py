@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.export import export_run
+    from ..report.export import export_run
 
     paths = export_run(args.run_dir, args.out, policy=args.policy, allow_incomplete=args.allow_incomplete)
     for name, path in paths.items():

@@ -4,11 +4,11 @@ Which pairs: every variant against the baseline, and each multi-module variant (
 against each of its single modules (simam, ema). Runs pair by seed (A seed k with B seed
 k, same val order). With several seeds the pooled row averages each image's difference
 over the seeds, and both the interval and the test take the image as the unit (see
-attnlab.stats: the test is McNemar's exact test on the images where one variant wins on
+attnlab.report.stats: the test is McNemar's exact test on the images where one variant wins on
 the seed average). Per-seed rows, each an ordinary McNemar test, are kept beside it.
 
 The p-values are adjusted for multiple comparisons with Holm's step-down method
-(``p_holm``, see attnlab.stats.holm): the pooled rows (scope ``all``) form one family,
+(``p_holm``, see attnlab.report.stats.holm): the pooled rows (scope ``all``) form one family,
 the rows of each seed another. Verdicts and ``significant`` use ``p_holm``.
 
 ``compare_indicators`` is the same machinery for any per-image correctness indicator (the
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import stats
 from ..models import VARIANTS
+from . import stats
 from .records import Predictions, RunRecord
 from .table import group_by_variant
 
@@ -37,15 +37,29 @@ LOCALIZATION_COLUMNS = ("metric", "a", "b", "scope", "n_seeds", "n_images", "a_p
                         "mcnemar_p", "p_holm", "p_rule", "significant", "verdict")
 
 
+TUNED_SUFFIX = "_tuned"  # rows of `attnlab ablate --tuned` (attnlab.study.plan)
+
+
 def comparison_pairs(variants: Sequence[str], baseline: str = "baseline") -> list[tuple[str, str]]:
-    """(A, B) pairs to test, A - B: each variant vs the baseline, then hybrid vs its parts."""
+    """(A, B) pairs to test, A - B: each variant vs the baseline, then hybrid vs its parts;
+    with tuned rows, the same among the tuned rows (vs ``baseline_tuned``), then each tuned
+    row vs its shared-protocol row."""
+    shared = [v for v in variants if not v.endswith(TUNED_SUFFIX)]
+    tuned = [v for v in variants if v.endswith(TUNED_SUFFIX)]
+    pairs = _family(shared, baseline, lambda v: v)
+    pairs += _family(tuned, baseline + TUNED_SUFFIX, lambda v: v[: -len(TUNED_SUFFIX)])
+    pairs += [(v, v[: -len(TUNED_SUFFIX)]) for v in tuned if v[: -len(TUNED_SUFFIX)] in shared]
+    return pairs
+
+
+def _family(variants: Sequence[str], baseline: str, base_name) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
     pairs = [(v, baseline) for v in variants if baseline in variants and v != baseline]
     for v in variants:
-        kinds = VARIANTS.get(v, ())
+        kinds = VARIANTS.get(base_name(v), ())
         if len(kinds) < 2:
             continue
         for w in variants:
-            parts = VARIANTS.get(w, ())
+            parts = VARIANTS.get(base_name(w), ())
             if len(parts) == 1 and parts[0] in kinds:
                 pairs.append((v, w))
     return pairs

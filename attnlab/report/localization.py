@@ -4,7 +4,7 @@ The study stops at classification; Tiny ImageNet ships a box for every val image
 report can also say where each variant's evidence lies. The method, as the report states it:
 
 * **Map**: Grad-CAM (Selvaraju et al., 2017) computed by the pytorch-grad-cam library
-  (``pytorch_grad_cam.GradCAM``, via ``attnlab.attention_maps.GradCAMRunner``) on the output
+  (``pytorch_grad_cam.GradCAM``, via ``attnlab.report.attention_maps.GradCAMRunner``) on the output
   of ``layer4`` (the last stage), for the ground-truth class (GT-known Loc) and for the
   predicted class (the figure's box). The library applies ReLU to the gradient-weighted sum
   of the channels, normalises each map to [0, 1] (min-max) and resizes it bilinearly to the
@@ -193,9 +193,9 @@ def localize(model: Any, split: Any, *, input_size: int | None = None, threshold
     ``input_size`` when it differs from the cached size (as the run's evaluation did)."""
     import torch
 
-    from ..attention_maps import GradCAMRunner
     from ..data.loader import AugmentConfig, BatchLoader
     from ..data.tiny_imagenet import scale_boxes
+    from .attention_maps import GradCAMRunner
 
     if getattr(split, "boxes", None) is None:
         raise ValueError("this split has no boxes: localization needs them")
@@ -542,9 +542,9 @@ def localization_report(
 def _compute(run: Any, path: Path, epoch: int, input_size: int, split: Any, threshold: float, device: str,
              batch_size: int, policy: str, warnings: list[str]) -> Localization | None:
     """Load the run's checkpoint (``weights_only``), check its epoch, localize; None with a note."""
-    from ..attention_maps import model_from_checkpoint
     from ..engine.checkpoint import load_checkpoint
     from ..errors import AttnlabError
+    from .attention_maps import model_from_checkpoint
 
     try:
         ckpt = load_checkpoint(path)

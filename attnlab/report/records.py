@@ -253,10 +253,11 @@ def read_predictions(path: Path, name: str | None = None) -> Predictions:
 
 def variant_sort_key(variant: str) -> tuple[int, str]:
     """The study's order (baseline, simam, ema, hybrid), then the built-in sweep's layouts in
-    its order (default first), then any others by name."""
+    its order (default first), then the tuned rows, then any others by name."""
     from ..study.sweep import SITE_LAYOUT_NAMES
 
     order = list(VARIANTS) + [n for n in SITE_LAYOUT_NAMES if n not in VARIANTS]
+    order += [f"{v}_tuned" for v in VARIANTS]  # `ablate --tuned` rows after the shared protocol
     return (order.index(variant), "") if variant in order else (len(order), variant)
 
 

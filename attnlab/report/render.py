@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..stats import format_p
 from .profile_json import format_text
+from .stats import format_p
 
 NA = "n/a"
 

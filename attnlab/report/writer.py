@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import figures
 from ..errors import RecordError
 from ..models import VARIANTS
+from . import figures
 from .comparisons import compare_variants, per_class_delta
 from .localization import IOU_MIN, LAYER, METHOD, THRESHOLD, box_iou, localization_report
 from .profile_json import read_profile, read_train_profile
@@ -183,7 +183,7 @@ def _attention_figure(root: Path, runs: list[RunRecord], policy: str, data_root:
         return {}
     import torch
 
-    from ..attention_maps import (
+    from .attention_maps import (
         attention_panels,
         denormalize_images,
         load_checkpoint_model,
@@ -231,7 +231,7 @@ def _edges(boxes: np.ndarray, scale: float) -> np.ndarray:
 
 def _localization_figure(root: Path, loc: dict[str, Any], n_images: int, threshold: float) -> dict[str, Path]:
     """A few val images per variant (first seed): true box green, the predicted class's box red."""
-    from ..attention_maps import select_images
+    from .attention_maps import select_images
 
     split = loc["split"]
     labels = np.asarray(split.labels)

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attention import EMA, SimAM
-from .attention.ema import ema_reference
-from .attention.simam import simam_gate
+from ..attention import EMA, SimAM
+from ..attention.ema import ema_reference
+from ..attention.simam import simam_gate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,15 +59,15 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") 
     Read with ``weights_only=True`` (``engine.checkpoint.load_checkpoint``): a checkpoint
     holding anything but tensors and plain containers is refused unread.
     """
-    from .engine.checkpoint import load_checkpoint
+    from ..engine.checkpoint import load_checkpoint
 
     return model_from_checkpoint(load_checkpoint(path), path, device)
 
 
 def model_from_checkpoint(ckpt: Mapping, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The model of an already loaded run checkpoint (``load_checkpoint``), in eval mode."""
-    from .errors import CheckpointError
-    from .models import create_model
+    from ..errors import CheckpointError
+    from ..models import create_model
 
     if "model_args" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a run checkpoint (needs keys 'model_args' and 'model')")

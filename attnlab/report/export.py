@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
+from ..engine.checkpoint import atomic_write, atomic_write_text, load_checkpoint
 from ..errors import RecordError
 from ..models import TIMM_NAMES, create_model, tiny_imagenet_cfg
-from .checkpoint import atomic_write, atomic_write_text, load_checkpoint
 
 POLICY_CHECKPOINT = {"final": "last.pt", "best": "best.pt"}
 LAYOUT_KEYS = ("placements", "sites", "stages", "blocks", "attention_kwargs", "stem")
@@ -106,9 +106,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, policy: str = "final",
 def model_card(name: str, args: dict[str, Any], summary: dict[str, Any], entry: dict[str, Any],
                config: dict[str, Any], model: torch.nn.Module, size: int, policy: str, run_dir: Path) -> str:
     """The README.md of an export: what was trained, how, how well, and how to load it."""
+    from importlib.metadata import version
+
     import yaml
 
-    from .. import __version__
     from ..models import count_parameters
     from ..profiling import count_gmacs
 
@@ -139,7 +140,7 @@ def model_card(name: str, args: dict[str, Any], summary: dict[str, Any], entry: 
         "```", "",
         "## Load", "", "```python", "import attnlab, timm  # importing attnlab registers the model names",
         'model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True)', "```", "",
-        f"attnlab {__version__}, commit {env.get('commit') or 'unknown'}, torch {env.get('torch')}, "
+        f"attnlab {version('attnlab')}, commit {env.get('commit') or 'unknown'}, torch {env.get('torch')}, "
         f"device {env.get('device_name')}.", "",
     ]
     return "\n".join(lines)
