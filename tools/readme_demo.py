@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import re
 import subprocess
 import sys
@@ -23,16 +22,6 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- demo-output:start -->", "<!-- demo-output:end -->"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_demo() -> tuple[str, float]:
@@ -76,6 +65,8 @@ def printed_results(stdout: str) -> tuple[list[str], list[str]]:
 
 def block(stdout: str, seconds: float) -> str:
     import torch
+
+    from attnlab.profiling.environment import cpu_name
 
     table, rest = printed_results(stdout)
     minutes, secs = divmod(round(seconds), 60)

@@ -87,13 +87,11 @@ def data_identity(dataset: Any) -> str:
            f"{int(dataset.image_size)}px, sha256:{h.hexdigest()[:16]}"
 
 
-def run_protocol(cfg: ExperimentConfig, *, data: str | None = None, precision: str | None = None) -> dict[str, Any]:
-    """The protocol of one run: its config less operational and grid-wide keys.
-
-    ``precision``: the resolved precision (``auto`` means bf16 on CUDA, fp32 on CPU)."""
+def _protocol(cfg: ExperimentConfig, excluded: frozenset[str], data: str | None,
+              precision: str | None = None) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     _flatten(to_dict(cfg), "", flat)
-    out = {k: v for k, v in flat.items() if not _excluded(k, OPERATIONAL_KEYS | RUN_EXCLUDED)}
+    out = {k: v for k, v in flat.items() if not _excluded(k, excluded)}
     out["model.weights"] = weights_identity(cfg.model.weights)
     if precision is not None:
         out["train.precision"] = precision
@@ -102,15 +100,16 @@ def run_protocol(cfg: ExperimentConfig, *, data: str | None = None, precision: s
     return out
 
 
+def run_protocol(cfg: ExperimentConfig, *, data: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    """The protocol of one run: its config less operational and grid-wide keys.
+
+    ``precision``: the resolved precision (``auto`` means bf16 on CUDA, fp32 on CPU)."""
+    return _protocol(cfg, OPERATIONAL_KEYS | RUN_EXCLUDED, data, precision)
+
+
 def ablation_protocol(cfg: ExperimentConfig, *, data: str | None = None) -> dict[str, Any]:
     """The protocol an ablation folder shares: the config less operational and grid keys."""
-    flat: dict[str, Any] = {}
-    _flatten(to_dict(cfg), "", flat)
-    out = {k: v for k, v in flat.items() if not _excluded(k, OPERATIONAL_KEYS | GRID_KEYS)}
-    out["model.weights"] = weights_identity(cfg.model.weights)
-    if data is not None:
-        out["data.identity"] = data
-    return out
+    return _protocol(cfg, OPERATIONAL_KEYS | GRID_KEYS, data)
 
 
 def fingerprint(protocol: dict[str, Any]) -> str:
