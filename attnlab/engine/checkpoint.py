@@ -77,15 +77,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete temporary files left in ``folder`` (and its subfolders) by killed writes.
+def remove_stale_temps(folder: str | Path, *, recursive: bool = True) -> list[Path]:
+    """Delete temporary files left in ``folder`` (and, ``recursive``, its subfolders) by
+    killed writes.
 
-    Call it only while holding the folder's lock: then no live writer owns them."""
-    removed = []
+    Call it only while holding the lock of every folder it reaches: then no live writer owns
+    them (an ablation folder cleans only its own level; each run cleans its folder)."""
+    removed: list[Path] = []
     root = Path(folder)
     if not root.is_dir():
         return removed
-    for tmp in root.rglob(f".*{TMP_SUFFIX}"):
+    for tmp in (root.rglob if recursive else root.glob)(f".*{TMP_SUFFIX}"):
         if tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

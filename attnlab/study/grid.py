@@ -111,7 +111,7 @@ def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list
 
         def record() -> None:
             check_grid(cfg, out, data, precision, specs, restart_set)
-            remove_stale_temps(out)
+            remove_stale_temps(out, recursive=False)  # each run cleans its own folder under its lock
             for name in sorted(restart_set):
                 log(f"--restart {name}: discarding its records")
                 discard_run(out / "runs" / name)
