@@ -45,10 +45,11 @@ def _cells(line: str) -> list[str]:
 
 
 def printed_results(stdout: str) -> tuple[list[str], list[str]]:
-    """The last results table (README columns only) and the lines after it (verdicts,
-    notes, the closing line)."""
+    """The results table (README columns only; the one with Top-5) and the accuracy verdicts,
+    notes and closing line printed after it (the localization table and verdicts are in
+    the report files)."""
     lines = stdout.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.lower().startswith("| variant")]
+    starts = [i for i, line in enumerate(lines) if line.lower().startswith("| variant") and "Top-5 (%)" in line]
     if not starts:
         sys.exit("the demo printed no results table")
     i = starts[-1]
@@ -59,7 +60,7 @@ def printed_results(stdout: str) -> tuple[list[str], list[str]]:
     keep = [rows[0].index(c) for c in README_COLUMNS if c in rows[0]]
     table = ["| " + " | ".join(r[k] for k in keep) + " |" for r in rows]
     table[1] = "|" + "|".join(["---"] + ["---:"] * (len(keep) - 1)) + "|"
-    rest = [line for line in lines[i:] if line.strip() and not line.startswith("wrote ")]
+    rest = [line for line in lines[i:] if " pt Top-1 [" in line or line.startswith(("note:", "demo:"))]
     return table, rest
 
 
