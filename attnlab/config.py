@@ -380,8 +380,8 @@ def check_ranges(cfg: ExperimentConfig) -> None:
         rule = _range_for(key)
         if rule is not None and not rule[1](value):
             raise ConfigError(f"{key} must be {rule[0]}, got {value}")
-    lo, hi = cfg.data.augment.rrc_scale if len(cfg.data.augment.rrc_scale) == 2 else (0, -1)
-    if not lo <= hi:
+    scale = cfg.data.augment.rrc_scale
+    if len(scale) != 2 or scale[0] > scale[1]:
         raise ConfigError(f"data.augment.rrc_scale must be two values [lo, hi] with lo <= hi, got {cfg.data.augment.rrc_scale}")
     if len(cfg.train.betas) != 2:
         raise ConfigError(f"train.betas must be two values [beta1, beta2], got {cfg.train.betas}")

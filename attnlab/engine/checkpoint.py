@@ -65,7 +65,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     except OSError as err:
         raise output_error(err, path) from err
     except RuntimeError as err:  # torch.save reports a full disk as a RuntimeError
-        if "No space left" in str(err) or "write" in str(err).lower():
+        if "No space left" in str(err):
             raise output_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from err
         raise
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,24 @@ def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
         return
     for buf in model.buffers():
         dist.broadcast(buf.data, src=0)
+
+
+def run_on_main(info: DistInfo, action: Callable[[], None]) -> None:
+    """Run ``action`` on rank 0 and raise its ``AttnlabError`` on every rank, so no rank
+    waits forever in a barrier for a rank 0 that stopped."""
+    from ..errors import AttnlabError
+
+    message = None
+    if info.is_main:
+        try:
+            action()
+        except AttnlabError as err:
+            if not info.enabled:
+                raise
+            message = str(err)
+    message = broadcast_object(message, info)
+    if message is not None:
+        raise AttnlabError(message)
 
 
 def barrier(info: DistInfo) -> None:

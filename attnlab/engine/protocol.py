@@ -28,6 +28,7 @@ from .checkpoint import atomic_write_text
 
 PROTOCOL_FILE = "protocol.json"
 PROTOCOL_VERSION = 1
+ABSENT = "(absent)"  # a key one side of a comparison lacks
 
 # keys that change no result: paths, logging, parallelism, device and speed switches
 OPERATIONAL_KEYS = frozenset({
@@ -119,7 +120,7 @@ def fingerprint(protocol: dict[str, Any]) -> str:
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, recorded value, new value) for every key that differs ('(absent)' if missing)."""
-    missing = "(absent)"
+    missing = ABSENT
     keys = sorted(set(old) | set(new))
     return [(k, old.get(k, missing), new.get(k, missing)) for k in keys
             if json.dumps(old.get(k, missing), default=str) != json.dumps(new.get(k, missing), default=str)]
@@ -141,6 +142,20 @@ def read_protocol(folder: str | Path) -> dict[str, Any] | None:
             "nothing is trained over it: restore it, or use a new folder"
         ) from None
     return protocol
+
+
+def recorded_protocol(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's recorded protocol: protocol.json, else (runs from before it) its config.yaml."""
+    from ..config import ConfigError, load_config
+
+    found = read_protocol(run_dir)
+    config = Path(run_dir) / "config.yaml"
+    if found is not None or not config.is_file():
+        return found
+    try:
+        return run_protocol(load_config(config))
+    except ConfigError:
+        return None
 
 
 def write_protocol(folder: str | Path, protocol: dict[str, Any]) -> None:
@@ -165,10 +180,10 @@ def check_protocol(folder: str | Path, protocol: dict[str, Any], *, fix: str,
     diffs = differences(old, protocol)
     if "data.identity" not in old:
         diffs = [d for d in diffs if d[0] != "data.identity"]
-    # a key added to attnlab after the record was written, at its default, is no difference
-    defaults = run_protocol(ExperimentConfig()) | ablation_protocol(ExperimentConfig())
-    diffs = [d for d in diffs if not (d[1] == "(absent)" and d[0] in defaults
-                                      and json.dumps(defaults[d[0]]) == json.dumps(d[2], default=str))]
+    if diffs:  # a key added to attnlab after the record was written, at its default, is no difference
+        defaults = run_protocol(ExperimentConfig()) | ablation_protocol(ExperimentConfig())
+        diffs = [d for d in diffs if not (d[1] == ABSENT and d[0] in defaults
+                                          and json.dumps(defaults[d[0]]) == json.dumps(d[2], default=str))]
     if not diffs:
         return
     listed = "; ".join(f"{k}: {_short(a)} (recorded) -> {_short(b)} (now)" for k, a, b in diffs[:8])

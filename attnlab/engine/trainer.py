@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, ExperimentConfig, load_config, to_dict
+from ..config import ConfigError, ExperimentConfig, to_dict
 from ..errors import AttnlabError
 from ..models import count_parameters, create_model
 from . import records
@@ -41,12 +41,19 @@ from .distributed import (
     all_reduce_sum,
     barrier,
     broadcast_buffers,
-    broadcast_object,
     init_distributed,
+    run_on_main,
 )
 from .lock import FolderLock
 from .optim import FreezeSchedule, build_optimizer, build_scheduler, current_lrs
-from .protocol import PROTOCOL_FILE, check_protocol, data_identity, run_protocol, write_protocol
+from .protocol import (
+    PROTOCOL_FILE,
+    check_protocol,
+    data_identity,
+    recorded_protocol,
+    run_protocol,
+    write_protocol,
+)
 
 StepHook = Callable[[int, int], None]  # (epoch, step) -> None; tests inject faults through it
 
@@ -86,39 +93,11 @@ def discard_run(run_dir: Path) -> None:
             path.unlink()
 
 
-def recorded_protocol(run_dir: Path) -> dict[str, Any] | None:
-    """A run's recorded protocol: protocol.json, else (runs from before it) its config.yaml."""
-    from .protocol import read_protocol
-
-    found = read_protocol(run_dir)
-    if found is not None or not (run_dir / "config.yaml").is_file():
-        return found
-    try:
-        return run_protocol(load_config(run_dir / "config.yaml"))
-    except ConfigError:
-        return None
-
-
 def precision_name(precision: str, device: torch.device) -> str:
     """``auto`` resolved: bf16 on CUDA, fp32 elsewhere."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
-
-
-def _on_main(info: DistInfo, action: Callable[[], None]) -> None:
-    """Run ``action`` on rank 0 and raise its error on every rank (no rank hangs in a barrier)."""
-    message = None
-    if info.is_main:
-        try:
-            action()
-        except AttnlabError as err:
-            if not info.enabled:
-                raise
-            message = str(err)
-    message = broadcast_object(message, info)
-    if message is not None:
-        raise AttnlabError(message)
 
 
 def resolve_device(spec: str, info: DistInfo) -> torch.device:
@@ -206,7 +185,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self._lock = FolderLock(self.run_dir, wait=wait)
         self._tb = None
-        _on_main(self.dist, lambda: self._claim_folder(resume=resume, restart=restart))
+        run_on_main(self.dist, lambda: self._claim_folder(resume=resume, restart=restart))
         try:
             self._setup(cfg, resume=resume, dataset=dataset)
         except BaseException:
@@ -234,7 +213,7 @@ class Trainer:
         self.data = dataset if dataset is not None else open_data(cfg, self.dist)
         self.protocol = run_protocol(cfg, data=data_identity(self.data),
                                      precision=precision_name(tc.precision, self.device))
-        _on_main(self.dist, lambda: check_protocol(
+        run_on_main(self.dist, lambda: check_protocol(
             self.run_dir, self.protocol, recorded=recorded_protocol(self.run_dir),
             fix="Rerun with the recorded values, or train the new protocol in another folder "
                 "(--run-dir, output_dir, or --restart to discard this run)"))

@@ -3,7 +3,8 @@
 An ablation folder is the unit of a study (docs/run-records.md): ``runs/<variant>_seed<k>/``
 per run, ``ablation.yaml`` (the shared config), ``profile.json`` and the report files.
 Rerunning the same command is always safe: it picks up exactly where the last one stopped.
-With ``cfg.sweep`` the rows are the sweep's layouts instead of the variants (attnlab.sweep).
+With ``cfg.sweep`` the rows are the sweep's layouts instead of the variants (``study.sweep``);
+the runs come from ``study.plan`` and are run by a ``study.executors`` executor.
 """
 
 from __future__ import annotations
@@ -16,24 +17,19 @@ from typing import Any
 from ..config import ConfigError, ExperimentConfig, load_config
 from ..engine import records
 from ..engine.checkpoint import atomic_write_text, remove_stale_temps
-from ..engine.distributed import DistInfo, init_distributed
+from ..engine.distributed import DistInfo, init_distributed, run_on_main
 from ..engine.lock import FolderLock
 from ..engine.protocol import (
     ablation_protocol,
     check_protocol,
     data_identity,
+    recorded_protocol,
     run_protocol,
     write_protocol,
 )
-from ..engine.trainer import recorded_protocol
 from .executors import Executor, InProcessExecutor, run_status  # noqa: F401  (run_status: API)
 from .plan import RunSpec, plan_runs
 from .sweep import check_sweep
-
-
-def grid_runs(cfg: ExperimentConfig, out: Path) -> list[tuple[str, int, Path]]:
-    """(row label, seed, run folder) of every run of the grid, seed-major."""
-    return [(r.label, r.seed, r.run_dir) for r in plan_runs(cfg, out)]
 
 
 def _merged_record(cfg: ExperimentConfig, out: Path) -> ExperimentConfig:
@@ -53,12 +49,14 @@ def _merged_record(cfg: ExperimentConfig, out: Path) -> ExperimentConfig:
 
 
 def check_grid(cfg: ExperimentConfig, out: Path, data: Any, precision: str, specs: list[RunSpec],
-               restart: set[str] = frozenset()) -> None:
+               restart: set[str] = frozenset()) -> dict[str, Any]:
     """Before anything trains: the folder's shared protocol and each existing run's own
-    protocol must equal this config's (``restart``: run names whose records are discarded)."""
+    protocol must equal this config's (``restart``: run names whose records are discarded).
+    Returns the shared protocol, to record."""
     identity = data_identity(data)
     fix = "Rerun with the recorded values, or run the new protocol in a new --out folder"
-    check_protocol(out, ablation_protocol(cfg, data=identity), fix=fix)
+    shared = ablation_protocol(cfg, data=identity)
+    check_protocol(out, shared, fix=fix)
     for spec in specs:
         if spec.name in restart or not spec.run_dir.is_dir():
             continue
@@ -68,6 +66,7 @@ def check_grid(cfg: ExperimentConfig, out: Path, data: Any, precision: str, spec
         protocol = run_protocol(spec.cfg, data=identity, precision=precision)
         check_protocol(spec.run_dir, protocol, recorded=recorded,
                        fix=f"{fix}; or discard this run with --restart {spec.name}")
+    return shared
 
 
 def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list[str] | None = None,
@@ -81,7 +80,6 @@ def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list
     plan (default: one after another in this process); ``tuned`` adds ``<variant>_tuned``
     rows (``attnlab ablate --tuned``)."""
     from ..engine.trainer import (
-        _on_main,
         discard_run,
         model_args,
         open_data,
@@ -100,7 +98,7 @@ def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list
         raise ConfigError(f"--restart names run(s) {unknown} that are not in this grid "
                           f"(runs: {', '.join(s.name for s in specs)})")
     lock = FolderLock(out, wait=wait)
-    _on_main(info, lock.acquire)
+    run_on_main(info, lock.acquire)
     try:
         data = open_data(specs[0].cfg, info)
         size = cfg.data.augment.train_size or data.image_size
@@ -110,15 +108,15 @@ def run_grid(cfg: ExperimentConfig, out: str | Path, *, log=print, restart: list
         precision = precision_name(cfg.train.precision, resolve_device(cfg.train.device, info))
 
         def record() -> None:
-            check_grid(cfg, out, data, precision, specs, restart_set)
+            shared = check_grid(cfg, out, data, precision, specs, restart_set)
             remove_stale_temps(out, recursive=False)  # each run cleans its own folder under its lock
             for name in sorted(restart_set):
                 log(f"--restart {name}: discarding its records")
                 discard_run(out / "runs" / name)
-            write_protocol(out, ablation_protocol(cfg, data=data_identity(data)))
+            write_protocol(out, shared)
             records.write_config(out / "ablation.yaml", _merged_record(cfg, out))
 
-        _on_main(info, record)
+        run_on_main(info, record)
         (executor or InProcessExecutor()).run(specs, data=data, log=log)
         return [s.run_dir for s in specs]
     finally:
